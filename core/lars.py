@@ -1,0 +1,98 @@
+"""LARS optimizer with the update rule of the official SimCLR implementation.
+
+Reference: You et al., "Large Batch Training of Convolutional Networks" (2017), as
+used in google-research/simclr (``lars_optimizer.py``, classic momentum).
+"""
+
+import torch
+
+
+class LARS(torch.optim.Optimizer):
+    """Layer-wise Adaptive Rate Scaling with momentum.
+
+    For each parameter ``w`` with gradient ``g``, one step does::
+
+        g = g + weight_decay * w                      # if weight decay applies to w
+        trust = eta * ||w|| / ||g||                   # if adaptation applies to w,
+                                                      # 1 where ||w|| = 0 or ||g|| = 0
+        v = momentum * v + lr * trust * g             # buffer starts at zero
+        w = w - (momentum * v + lr * trust * g if nesterov else v)
+
+    The learning rate lives inside the momentum buffer, as in the official code, so
+    changing ``lr`` between steps does not rescale the accumulated velocity.
+
+    By default parameters with ``ndim <= 1`` (biases, norm weights) get neither weight
+    decay nor adaptation. Besides the constructor arguments, a param group may set:
+
+    - ``lars_adapt`` (bool): force adaptation on or off for the group's parameters.
+    - ``apply_weight_decay`` (bool): force weight decay on or off for them.
+
+    Both default to ``None``, meaning "follow ``exclude_1d``". Parameters whose
+    ``grad`` is ``None`` are skipped. The step never syncs with the host.
+
+    Args:
+        params: Parameters or param group dicts.
+        lr: Learning rate.
+        momentum: Momentum factor.
+        weight_decay: L2 penalty added to the gradient before the trust ratio.
+        eta: Trust coefficient.
+        nesterov: Use Nesterov momentum.
+        exclude_1d: Exclude parameters with ``ndim <= 1`` from weight decay and
+            adaptation unless their group says otherwise.
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.9,
+                 weight_decay: float = 1e-6, eta: float = 0.001,
+                 nesterov: bool = False, exclude_1d: bool = True):
+        if lr < 0.0:
+            raise ValueError(f"lr must be >= 0, got {lr}")
+        if momentum < 0.0:
+            raise ValueError(f"momentum must be >= 0, got {momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        if eta <= 0.0:
+            raise ValueError(f"eta must be > 0, got {eta}")
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta,
+                        nesterov=nesterov, exclude_1d=exclude_1d,
+                        lars_adapt=None, apply_weight_decay=None)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Performs one optimization step; ``closure`` re-evaluates and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, momentum = group["lr"], group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("LARS does not support sparse gradients")
+                included = not (group["exclude_1d"] and p.ndim <= 1)
+                adapt = included if group["lars_adapt"] is None else group["lars_adapt"]
+                decay = (included if group["apply_weight_decay"] is None
+                         else group["apply_weight_decay"])
+
+                g = p.grad
+                if decay:
+                    g = g.add(p, alpha=group["weight_decay"])
+                if adapt:
+                    w_norm = torch.linalg.vector_norm(p)
+                    g_norm = torch.linalg.vector_norm(g)
+                    # torch.where instead of an `if` on the norms: no host sync.
+                    trust = torch.where((w_norm > 0) & (g_norm > 0),
+                                        group["eta"] * w_norm / g_norm, 1.0)
+                    scaled_g = g * (trust * lr)
+                else:
+                    scaled_g = g * lr
+
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                v = state["momentum_buffer"]
+                v.mul_(momentum).add_(scaled_g)
+                p.sub_(v * momentum + scaled_g if group["nesterov"] else v)
+        return loss

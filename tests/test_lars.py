@@ -1,0 +1,208 @@
+"""LARS against a numpy transcription of the official SimCLR update rule."""
+
+import copy
+import inspect
+import io
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from core import lars
+from core.lars import LARS
+
+
+def reference_step(w, g, v, lr, momentum, wd, eta, nesterov, decay, adapt):
+    """One update of google-research/simclr lars_optimizer.py, in numpy float64."""
+    if decay:
+        g = g + wd * w
+    trust = 1.0
+    if adapt:
+        w_norm = np.sqrt(np.sum(w * w))
+        g_norm = np.sqrt(np.sum(g * g))
+        if w_norm > 0 and g_norm > 0:
+            trust = eta * w_norm / g_norm
+    scaled_lr = lr * trust
+    v = momentum * v + scaled_lr * g
+    update = momentum * v + scaled_lr * g if nesterov else v
+    return w - update, v
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(4, 3)
+        self.bn = nn.BatchNorm1d(3)
+        self.fc2 = nn.Linear(3, 2)
+        # All zeros at the start (||w|| = 0) but with a non-zero gradient.
+        self.zero_w = nn.Parameter(torch.zeros(2, 2))
+        # Gradient always zero; it sits in a group without weight decay, so ||g|| = 0.
+        self.still = nn.Parameter(torch.randn(3, 2))
+        # Never used: grad stays None.
+        self.unused = nn.Parameter(torch.randn(2, 2))
+
+    def forward(self, x):
+        y = self.fc2(torch.relu(self.bn(self.fc1(x))))
+        return y.pow(2).mean() + (self.zero_w * torch.arange(4.0).view(2, 2)).sum() \
+            + 0.0 * self.still.sum()
+
+
+def make_model():
+    torch.manual_seed(0)
+    return Net().double()
+
+
+def param_groups(model):
+    main = [p for n, p in model.named_parameters() if n != "still"]
+    return [{"params": main}, {"params": [model.still], "weight_decay": 0.0}]
+
+
+def compute_grads(model, step):
+    gen = torch.Generator().manual_seed(100 + step)
+    x = torch.randn(8, 4, generator=gen, dtype=torch.float64)
+    model.zero_grad(set_to_none=True)
+    model(x).backward()
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_matches_reference(nesterov):
+    momentum, wd, eta = 0.9, 0.05, 0.02
+    lrs = [0.5, 0.3, 1.0, 0.1, 0.7]
+    model = make_model()
+    opt = LARS(param_groups(model), lr=lrs[0], momentum=momentum, weight_decay=wd,
+               eta=eta, nesterov=nesterov)
+    # (decay, adapt) from the default rule: only tensors with ndim >= 2 get either.
+    names = [n for n, _ in model.named_parameters() if n != "unused"]
+    expected_ndim = {"fc1.weight": 2, "fc1.bias": 1, "bn.weight": 1, "bn.bias": 1,
+                     "fc2.weight": 2, "fc2.bias": 1, "zero_w": 2, "still": 2}
+    params = dict(model.named_parameters())
+    assert {n: params[n].ndim for n in names} == expected_ndim
+    ref_w = {n: params[n].detach().numpy().copy() for n in names}
+    ref_v = {n: np.zeros_like(ref_w[n]) for n in names}
+    unused_before = model.unused.detach().clone()
+
+    for step, lr in enumerate(lrs):
+        compute_grads(model, step)
+        if step == 0:
+            assert not model.zero_w.detach().any()
+            assert model.zero_w.grad.abs().sum() > 0
+        assert not model.still.grad.any()
+        for n in names:
+            g = params[n].grad.detach().numpy().copy()
+            group_wd = 0.0 if n == "still" else wd
+            included = params[n].ndim >= 2
+            ref_w[n], ref_v[n] = reference_step(
+                ref_w[n], g, ref_v[n], lr, momentum, group_wd, eta, nesterov,
+                decay=included, adapt=included)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.step()
+        for n in names:
+            np.testing.assert_allclose(params[n].detach().numpy(), ref_w[n],
+                                       rtol=1e-12, atol=1e-14, err_msg=f"{n} step {step}")
+            assert torch.isfinite(params[n]).all()
+
+    assert torch.equal(model.unused, unused_before)
+    assert model.unused not in opt.state
+    # The zero-norm parameter moved (trust = 1, not 0); the zero-grad one did not.
+    assert model.zero_w.detach().abs().sum() > 0
+    assert torch.equal(model.still, make_model().still)
+
+
+def test_zero_norm_first_step_exact():
+    # ||w|| = 0: trust = 1, so the first step is plain lr * g even with adaptation on.
+    w = nn.Parameter(torch.zeros(2, 2, dtype=torch.float64))
+    w.grad = torch.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=torch.float64)
+    LARS([w], lr=0.1, eta=0.001).step()
+    torch.testing.assert_close(w.detach(), -0.1 * w.grad, rtol=0, atol=1e-15)
+
+
+def test_group_overrides():
+    def one_step(param, **group):
+        p = nn.Parameter(param.clone())
+        p.grad = torch.tensor([0.6, 0.8], dtype=torch.float64).view_as(p).clone()
+        LARS([{"params": [p], **group}], lr=1.0, momentum=0.9, weight_decay=0.5,
+             eta=0.1).step()
+        return p.detach().flatten().tolist()
+
+    bias = torch.tensor([3.0, 4.0], dtype=torch.float64)  # ||w|| = 5
+    # Default: a 1-D parameter gets neither decay nor adaptation: w - lr * g.
+    assert one_step(bias) == pytest.approx([2.4, 3.2])
+    # lars_adapt=True, no decay: trust = 0.1 * 5 / 1 = 0.5.
+    assert one_step(bias, lars_adapt=True) == pytest.approx([2.7, 3.6])
+    # apply_weight_decay=True alone: g = [0.6, 0.8] + 0.5 * [3, 4] = [2.1, 2.8].
+    assert one_step(bias, apply_weight_decay=True) == pytest.approx([0.9, 1.2])
+    # Both, via exclude_1d=False: ||g|| = 3.5, trust = 0.5 / 3.5, update = g / 7.
+    assert one_step(bias, exclude_1d=False) == pytest.approx([2.7, 3.6])
+    # A 2-D parameter can opt out of adaptation and decay.
+    matrix = bias.view(1, 2)
+    assert one_step(matrix, lars_adapt=False, apply_weight_decay=False) == \
+        pytest.approx([2.4, 3.2])
+    # Group weight_decay overrides the default.
+    assert one_step(bias, apply_weight_decay=True, weight_decay=0.0) == \
+        pytest.approx([2.4, 3.2])
+
+
+def test_closure_returns_loss():
+    model = make_model()
+    opt = LARS(model.parameters(), lr=0.1)
+    x = torch.randn(8, 4, dtype=torch.float64)
+
+    def closure():
+        opt.zero_grad()
+        loss = model(x)
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert isinstance(loss, torch.Tensor) and loss.ndim == 0
+
+
+def test_state_dict_round_trip():
+    def run(model, opt, steps):
+        for step in steps:
+            compute_grads(model, step)
+            for group in opt.param_groups:
+                group["lr"] = 0.1 * (step + 1)
+            opt.step()
+
+    kwargs = dict(lr=0.1, momentum=0.9, weight_decay=0.01, eta=0.02, nesterov=True)
+    model = make_model()
+    opt = LARS(param_groups(model), **kwargs)
+    run(model, opt, range(5))
+
+    first = make_model()
+    first_opt = LARS(param_groups(first), **kwargs)
+    run(first, first_opt, range(2))
+    buf = io.BytesIO()
+    torch.save({"model": first.state_dict(), "opt": first_opt.state_dict()}, buf)
+    buf.seek(0)
+    ckpt = torch.load(buf)
+
+    resumed = make_model()
+    resumed.load_state_dict(ckpt["model"])
+    resumed_opt = LARS(param_groups(resumed), lr=0.5)  # wrong hyper-parameters
+    resumed_opt.load_state_dict(ckpt["opt"])
+    assert resumed_opt.param_groups[0]["eta"] == 0.02
+    assert resumed_opt.param_groups[1]["weight_decay"] == 0.0
+    run(resumed, resumed_opt, range(2, 5))
+
+    for a, b in zip(model.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    assert copy.deepcopy(opt.state_dict()["param_groups"]) == \
+        resumed_opt.state_dict()["param_groups"]
+
+
+def test_no_host_sync_in_source():
+    source = inspect.getsource(lars)
+    assert ".item(" not in source
+    assert ".tolist(" not in source
+
+
+@pytest.mark.parametrize("kwargs", [dict(lr=-1.0), dict(lr=0.1, momentum=-0.1),
+                                    dict(lr=0.1, weight_decay=-1.0),
+                                    dict(lr=0.1, eta=0.0)])
+def test_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        LARS([nn.Parameter(torch.zeros(2))], **kwargs)
