@@ -139,3 +139,77 @@ def cleanup() -> None:
     """Tears the process group down; does nothing outside a group."""
     if is_dist():
         dist.destroy_process_group()
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; every rank's output depends on every rank's input, so the
+    gradient of the input is the sum over ranks of the output gradients."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics span every rank's batch (any device, any backend).
+
+    torch's SyncBatchNorm is CUDA-only; this one works with gloo on CPU too, so DDP on
+    CPU computes exactly what one process computes on the concatenated batch. Statistics
+    come from all-reduced per-channel sums (with gradients flowing through the reduction).
+    Shape: (N, C) or (N, C, ...) -> same.
+    """
+
+    def _check_input_dim(self, x: Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2-D input, got {x.dim()}-D")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.training and is_dist()):
+            return super().forward(x)
+        dims = [0] + list(range(2, x.dim()))
+        count = torch.tensor([x.numel() / x.shape[1]], device=x.device, dtype=torch.float32)
+        xf = x.float()
+        stats = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])
+        stats = _AllReduceSum.apply(stats)
+        c = x.shape[1]
+        n = stats[-1]
+        mean, sq = stats[:c] / n, stats[c:2 * c] / n
+        var = (sq - mean * mean).clamp_min(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                m = self.momentum if self.momentum is not None else 0.1
+                self.running_mean.lerp_(mean.detach(), m)
+                self.running_var.lerp_(var.detach() * n / (n - 1).clamp_min(1), m)
+                self.num_batches_tracked.add_(1)
+        shape = [1, c] + [1] * (x.dim() - 2)
+        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
+
+
+def convert_global_bn(module: torch.nn.Module) -> torch.nn.Module:
+    """Replace every BatchNorm layer by GlobalBatchNorm sharing its parameters and buffers.
+
+    The same Parameter objects are kept, so an optimizer made before still updates them.
+    """
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
+        new = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                              module.track_running_stats)
+        if module.affine:
+            new.weight, new.bias = module.weight, module.bias
+        if module.track_running_stats:
+            new.running_mean, new.running_var = module.running_mean, module.running_var
+            new.num_batches_tracked = module.num_batches_tracked
+        return new
+    for name, child in module.named_children():
+        module.add_module(name, convert_global_bn(child))
+    return module

@@ -25,22 +25,23 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, base_lr: float
     With ``W = warmup_steps`` and ``T = total_steps`` (steps are numbered from 0)::
 
         step < W:            lr = base_lr * (step + 1) / W
-        W <= step <= T - 1:  p = (step - W) / (T - 1 - W)   (p = 1 when T - 1 = W)
+        W <= step < T:       p = (step - W) / (T - W)
                              lr = final_lr + (base_lr - final_lr) * (1 + cos(pi * p)) / 2
         step >= T:           lr = final_lr
 
     So the first step trains at ``base_lr / W`` (never 0), step ``W - 1`` is the first
     at ``base_lr``, the cosine starts from ``base_lr`` at step ``W`` (``base_lr`` is used
-    twice in a row) and the last step ``T - 1`` is at ``final_lr``. A one-step decay
-    phase (``W = T - 1``) is its own last step, so it is at ``final_lr``. ``W = 0``
-    means no warmup; ``W = T`` means warmup only.
+    twice in a row) and reaches ``final_lr`` at step ``T``, one past the last step, as
+    in the official SimCLR (``cosine_decay(step - W, T - W)``): every step that trains
+    gets a learning rate above ``final_lr``, even a one-step run. ``W = 0`` means no
+    warmup; ``W = T`` means warmup only.
 
     Args:
         step: Global step, starting at 0.
         total_steps: Number of training steps, >= 1.
         warmup_steps: Number of warmup steps, 0 <= warmup_steps <= total_steps.
         base_lr: Peak learning rate, > 0.
-        final_lr: Learning rate at the last step, 0 <= final_lr <= base_lr.
+        final_lr: Learning rate the cosine reaches at step total_steps, 0 <= final_lr <= base_lr.
 
     Returns:
         The learning rate for ``step``.
@@ -64,8 +65,7 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, base_lr: float
         return base_lr * (step + 1) / warmup_steps
     if step >= total_steps:
         return float(final_lr)
-    decay_steps = total_steps - 1 - warmup_steps
-    progress = (step - warmup_steps) / decay_steps if decay_steps > 0 else 1.0
+    progress = (step - warmup_steps) / (total_steps - warmup_steps)
     return final_lr + (base_lr - final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 

@@ -22,26 +22,29 @@ def test_warmup_values():
     assert lr(4) == pytest.approx(BASE * 5 / 10)
     assert lr(warmup - 1) == pytest.approx(BASE)
     assert lr(warmup) == pytest.approx(BASE)
-    # The cosine phase spans steps 10..109, i.e. 99 intervals.
-    assert lr(11) == pytest.approx(cosine(1 / 99))
-    assert lr(10 + 33) == pytest.approx(cosine(1 / 3))
-    assert lr(total - 1) == pytest.approx(FINAL)
+    # The cosine spans steps 10..110 (100 intervals); it reaches FINAL one past the last step.
+    assert lr(11) == pytest.approx(cosine(1 / 100))
+    assert lr(10 + 25) == pytest.approx(cosine(1 / 4))
+    assert lr(total - 1) == pytest.approx(cosine(99 / 100))
+    assert lr(total - 1) > FINAL
     assert lr(total) == FINAL
     assert lr(10 * total) == FINAL
 
 
 def test_midpoint():
     # 10 warmup steps, cosine over steps 10..30, midpoint at step 20.
-    lr = warmup_cosine(20, 31, 10, BASE, FINAL)
+    lr = warmup_cosine(20, 30, 10, BASE, FINAL)
     assert lr == pytest.approx((BASE + FINAL) / 2)
 
 
 def test_no_warmup():
     assert warmup_cosine(0, 5, 0, BASE, FINAL) == pytest.approx(BASE)
-    assert warmup_cosine(1, 5, 0, BASE, FINAL) == pytest.approx(cosine(0.25))
-    assert warmup_cosine(4, 5, 0, BASE, FINAL) == pytest.approx(FINAL)
-    assert warmup_cosine(0, 1, 0, BASE, FINAL) == pytest.approx(FINAL)
-    assert warmup_cosine(0, 1, 0, BASE) == 0.0
+    assert warmup_cosine(1, 5, 0, BASE, FINAL) == pytest.approx(cosine(0.2))
+    assert warmup_cosine(4, 5, 0, BASE, FINAL) == pytest.approx(cosine(0.8))
+    assert warmup_cosine(5, 5, 0, BASE, FINAL) == pytest.approx(FINAL)
+    # a one-step run trains at the full learning rate
+    assert warmup_cosine(0, 1, 0, BASE, FINAL) == pytest.approx(BASE)
+    assert warmup_cosine(1, 1, 0, BASE) == 0.0
 
 
 def test_warmup_only_and_edge_lengths():
@@ -49,9 +52,9 @@ def test_warmup_only_and_edge_lengths():
     assert [warmup_cosine(s, 4, 4, 1.0) for s in range(4)] == \
         pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert warmup_cosine(4, 4, 4, 1.0, 0.1) == 0.1
-    # warmup_steps == total_steps - 1: the one-step cosine phase is the last step.
-    assert [warmup_cosine(s, 3, 2, 1.0, 0.1) for s in range(3)] == \
-        pytest.approx([0.5, 1.0, 0.1])
+    # warmup_steps == total_steps - 1: the one-step cosine phase starts at base_lr.
+    assert [warmup_cosine(s, 3, 2, 1.0, 0.1) for s in range(4)] == \
+        pytest.approx([0.5, 1.0, 1.0, 0.1])
     # Step 0 is never exactly zero.
     assert warmup_cosine(0, 10_000, 9_999, 1e-4) > 0
 

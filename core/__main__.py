@@ -1,0 +1,7 @@
+"""`python -m core ...` is `simclr ...` (what torchrun and the TUI launch)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

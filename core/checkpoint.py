@@ -1,0 +1,58 @@
+"""Checkpoints: written atomically by one process, loaded safely (weights_only)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt or not ours; the message says what to do."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """torch.save to a temp file beside ``path``, fsync, then rename over it.
+
+    A crash or a full disk mid-write leaves the previous checkpoint untouched; the
+    partial temp file is removed and the error propagates.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({**state, "version": VERSION}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; list the run's checkpoints/ folder or train first")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a torn or foreign file fails in many ways
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({type(e).__name__}); "
+                              f"resume from another file in {path.parent} or start a new run") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is not a simclr-tui checkpoint (no 'model' entry)")
+    return state
+
+
+def checkpoint_path(run_dir: str | Path, name: str = "last") -> Path:
+    """runs/NAME/checkpoints/<name>.pt for name 'last', 'epoch_NNNN' (or a path to a .pt)."""
+    p = Path(name)
+    if p.suffix == ".pt" and p.exists():
+        return p
+    return Path(run_dir) / "checkpoints" / f"{name.removesuffix('.pt')}.pt"

@@ -1,0 +1,274 @@
+"""`simclr ...`: the headless runner's command line.
+
+Flags of `simclr pretrain` are generated from `PretrainConfig`, so the CLI, config files
+and the TUI's form share one schema. Resolution order: defaults < preset < config file
+< flags; the resolved config is what gets saved. Exit codes: 0 done or stopped,
+1 failed while training, 2 bad arguments, config or data (nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Sequence, get_type_hints
+
+from .config import PRESET_NOTES, PRESETS, ConfigError, PretrainConfig, base_type, dash, literal_choices, load_config_file, preset
+
+RUNTIME_ONLY = ("device", "workers")  # may change on --resume: they do not change the maths
+
+
+class UsageError(Exception):
+    """Bad command-line use; printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, like every other usage error
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+# ---------------------------------------------------------------------- pretrain flags
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per PretrainConfig field; default None means 'not given'."""
+    defaults = PretrainConfig()
+    hints = get_type_hints(PretrainConfig)
+    for f in fields(PretrainConfig):
+        kind, optional = base_type(hints[f.name])
+        choices = literal_choices(hints[f.name])
+        default = getattr(defaults, f.name)
+        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        kw: dict[str, Any] = dict(dest=f.name, default=None, help=help_text)
+        if kind is bool:
+            kw.update(nargs="?", const="true", metavar="BOOL")
+        else:
+            kw.update(metavar=kind.__name__.upper() if not choices else "{" + ",".join(choices) + "}")
+        p.add_argument(f"--{dash(f.name)}", **kw)
+
+
+def resolve_config(args: argparse.Namespace) -> PretrainConfig:
+    """defaults < preset < --config file < flags, then validated."""
+    values: dict[str, Any] = {}
+    file_values = load_config_file(args.config) if args.config else {}
+    preset_name = args.preset or file_values.pop("preset", None)
+    if preset_name:
+        values.update(preset(preset_name))
+    values.update(file_values)
+    values.update({f.name: getattr(args, f.name) for f in fields(PretrainConfig)
+                   if getattr(args, f.name) is not None})
+    return PretrainConfig.from_dict(values).validate()
+
+
+def given_flags(args: argparse.Namespace) -> list[str]:
+    return [f.name for f in fields(PretrainConfig) if getattr(args, f.name) is not None]
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from . import rundir
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if args.run_dir and Path(args.run_dir).resolve() != run_dir.resolve():
+            raise UsageError("give the run to resume once: --resume runs/NAME (no --run-dir)")
+        saved = rundir.read_json(run_dir / "config.json")
+        if saved is None:
+            raise ConfigError(f"{run_dir} has no readable config.json; is it a run directory made by `simclr pretrain`?")
+        extra = [n for n in given_flags(args) if n not in RUNTIME_ONLY]
+        if extra or args.config or args.preset:
+            raise UsageError(f"--resume continues the saved config; only --device/--workers may change "
+                             f"(got --{dash(extra[0]) if extra else 'config/--preset'})")
+        cfg = PretrainConfig.from_dict(saved)
+        cfg = cfg.replace(**{n: getattr(args, n) for n in given_flags(args)} if given_flags(args) else {})
+        cfg = PretrainConfig.from_dict(cfg.to_dict()).validate()
+        status = rundir.read_json(run_dir / "status.json")
+        if rundir.effective_state(status) in rundir.LIVE_STATES:
+            raise UsageError(f"{run_dir} is still running (pid {status.get('pid')}); stop it before resuming")
+        if not (run_dir / "checkpoints" / "last.pt").exists():
+            raise ConfigError(f"{run_dir}/checkpoints/last.pt does not exist: nothing to resume; start a new run")
+    else:
+        cfg = resolve_config(args)
+        if args.run_dir:
+            run_dir = Path(args.run_dir)
+            rundir.check_run_name(run_dir.name)
+        else:
+            runs = Path(args.runs_dir)
+            run_dir = runs / rundir.generate_run_name(runs, cfg.dataset, cfg.backbone)
+        if run_dir.exists() and any(run_dir.iterdir()) and not (
+                set(os.listdir(run_dir)) <= {"stdout.log"}):
+            raise UsageError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --run-dir")
+    return _run_pretrain(cfg, run_dir, args.resume is not None)
+
+
+def _run_pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool) -> int:
+    from . import dist
+    from .trainer import pretrain
+
+    dist.init_from_env()
+    made = not run_dir.exists()
+    with tee_to(run_dir / "stdout.log", enabled=dist.is_main()):
+        try:
+            return pretrain(cfg, run_dir, resume=resume, argv=sys.argv)
+        except BaseException:
+            # set-up errors (before the run dir got its config) leave nothing behind
+            if made and dist.is_main() and not (run_dir / "config.json").exists():
+                import shutil
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        finally:
+            dist.cleanup()
+
+
+class tee_to:
+    """Copy stdout/stderr into the run's stdout.log, unless they already go there."""
+
+    def __init__(self, path: Path, enabled: bool = True) -> None:
+        self.path, self.enabled = path, enabled
+        self.file = None
+
+    def __enter__(self):
+        if not self.enabled or _same_file(sys.stdout, self.path):
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a", buffering=1)
+        self.saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(sys.stdout, self.file), _Tee(sys.stderr, self.file)
+        return self
+
+    def __exit__(self, *exc):
+        if self.file is not None:
+            sys.stdout, sys.stderr = self.saved
+            self.file.close()
+        return False
+
+
+def _same_file(stream, path: Path) -> bool:
+    try:
+        a, b = os.fstat(stream.fileno()), os.stat(path)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+class _Tee:
+    def __init__(self, stream, file) -> None:
+        self.stream, self.file = stream, file
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        if not self.file.closed:
+            self.file.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+        if not self.file.closed:
+            self.file.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for name, values in PRESETS.items():
+        table = Table(title=f"{name}: {PRESET_NOTES.get(name, '')}", title_justify="left", show_header=False)
+        table.add_column("key", style="cyan")
+        table.add_column("value")
+        for k, v in PretrainConfig.from_dict(values).to_dict().items():
+            mark = "" if k in values else " [dim](default)[/dim]"
+            table.add_row(dash(k), f"{v}{mark}")
+        console.print(table)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .rundir import iter_runs, read_metrics
+
+    colours = {"running": "green", "finished": "blue", "failed": "red", "crashed": "red",
+               "stopped": "yellow", "damaged": "magenta", "starting": "green"}
+    table = Table(title=f"runs in {args.runs_dir}")
+    table.add_column("name", overflow="fold")
+    for col in ("kind", "state", "dataset", "backbone", "epoch", "step", "loss", "kNN top-1", "eval top-1"):
+        table.add_column(col)
+    n = 0
+    for run in iter_runs(args.runs_dir, jobs=True):
+        n += 1
+        st, cfg = run.status or {}, run.config or {}
+        last: dict[str, float] = {}
+        if st.get("kind", "pretrain") == "pretrain":
+            records, _ = read_metrics(run.path / "metrics.jsonl")
+            for r in records:
+                last[r["tag"]] = r["value"]
+        name = run.name if st.get("kind", "pretrain") == "pretrain" else f"  {st.get('parent', '')}/{run.name}"
+        evals = [v for k, v in last.items() if k.endswith("test_top1")]
+        table.add_row(
+            name, st.get("kind", "?"), f"[{colours.get(run.state, 'white')}]{run.state}[/]",
+            str(cfg.get("dataset", "")), str(cfg.get("backbone", "")),
+            f"{st.get('epoch', '')}/{st.get('total_epochs', '')}", f"{st.get('step', '')}/{st.get('total_steps', '')}",
+            f"{last['train/loss']:.4f}" if "train/loss" in last else "",
+            f"{last['knn/top1']:.4f}" if "knn/top1" in last else "",
+            f"{max(evals):.4f}" if evals else "")
+    Console().print(table if n else f"no runs in {args.runs_dir}")
+    return 0
+
+
+# ---------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="simclr", description="SimCLR pretraining and evaluation (headless runner)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("pretrain", help="pretrain an encoder with SimCLR",
+                       description="Pretrain an encoder with SimCLR. Flags override --config and --preset.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--run-dir", help="run directory (default: a generated name under --runs-dir)")
+    p.add_argument("--runs-dir", default="runs", help="where generated run directories go")
+    p.add_argument("--config", help="a .json or .yaml file of config keys")
+    p.add_argument("--preset", help=f"start from a preset: {', '.join(PRESETS)} (see `simclr presets`)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped/crashed run from its checkpoints/last.pt")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("presets", help="list the presets and their settings")
+    p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("runs", help="a table of runs with status and latest metrics")
+    p.add_argument("--runs-dir", default="runs", help="the runs directory")
+    p.set_defaults(func=cmd_runs)
+
+    try:
+        from .evaluation.cli import add_commands
+    except ImportError:
+        pass
+    else:
+        add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .checkpoint import CheckpointError
+    from .data import DataError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except (UsageError, ConfigError, DataError, CheckpointError, ValueError) as e:
+        print(f"simclr: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

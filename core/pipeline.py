@@ -1,0 +1,164 @@
+"""Where training batches of two views come from, for both data paths.
+
+* small images (<= 64 px): the uint8 tensor lives on the training device and each batch
+  is augmented there in one go (``BatchedViews``), no workers;
+* large images: DataLoader workers decode and augment per image (``per_image_views``).
+
+Both yield ``(view1, view2)`` float batches on the device and can start mid-epoch
+(``start`` batches skipped), which is what makes resume exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from .augment import AugmentConfig, BatchedViews, ViewParams, eval_transform, normalize_batch, per_image_views
+from .config import PretrainConfig
+from .data import ImageListDataset, TensorData, batches, load_tensor_split, stats_for
+
+
+def augment_config(cfg: PretrainConfig) -> AugmentConfig:
+    mean, std = stats_for(cfg.dataset)
+    return AugmentConfig(image_size=cfg.image_size, jitter_strength=cfg.jitter_strength,
+                         blur=cfg.use_blur, mean=mean, std=std)
+
+
+class TensorPipeline:
+    """Small images: batched augmentation on the device."""
+
+    def __init__(self, data: TensorData, cfg: PretrainConfig, device: torch.device,
+                 rank: int = 0, world: int = 1) -> None:
+        self.images = data.images.to(device)
+        self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
+        self.augment = BatchedViews(augment_config(cfg))
+        # the same generator on every rank, on the device (no host sync): every rank draws
+        # the parameters of the whole global batch and applies its own share, so the views
+        # are the same for any number of processes
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(cfg.seed * 7919)
+
+    def __len__(self) -> int:
+        return len(self.images) // self.cfg.batch_size
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        B = self.cfg.batch_size
+        b = B // self.world
+        mine = torch.arange(self.rank * b, (self.rank + 1) * b, device=self.device)
+        mine = torch.cat([mine, mine + B])  # rows of view 1 and view 2 in the 2B draws
+        _, _, h, w = self.images.shape
+        for idx in batches(len(self.images), B, self.cfg.seed, epoch, start, self.rank, self.world):
+            x = self.images[idx.to(self.device)]
+            params = self.augment.sample_params(2 * B, h, w, self.device, self.generator)
+            if self.world > 1:
+                params = ViewParams(**{f.name: getattr(params, f.name)[mine] for f in fields(params)})
+            both = self.augment.apply(torch.cat([x, x]), params)
+            yield both[:b], both[b:]
+
+    def rng_state(self) -> Tensor:
+        return self.generator.get_state()
+
+    def set_rng_state(self, state: Tensor) -> None:
+        self.generator.set_state(state.cpu() if self.device.type == "cpu" else state)
+
+
+class _IndexBatches(torch.utils.data.Sampler):
+    def __init__(self, index_batches: list[Tensor]) -> None:
+        self.index_batches = index_batches
+
+    def __iter__(self):
+        return (b.tolist() for b in self.index_batches)
+
+    def __len__(self) -> int:
+        return len(self.index_batches)
+
+
+class LoaderPipeline:
+    """Large images: DataLoader workers decode and augment per image."""
+
+    def __init__(self, dataset: ImageListDataset, cfg: PretrainConfig, device: torch.device,
+                 rank: int = 0, world: int = 1) -> None:
+        self.dataset, self.cfg, self.device, self.rank, self.world = dataset, cfg, device, rank, world
+
+    def __len__(self) -> int:
+        return len(self.dataset) // self.cfg.batch_size
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        # workers are seeded from torch's global RNG, which resume restores
+        index_batches = batches(len(self.dataset), self.cfg.batch_size, self.cfg.seed, epoch, start,
+                                self.rank, self.world)
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=_IndexBatches(index_batches), num_workers=self.cfg.workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        for (v1, v2), _ in loader:
+            yield v1.to(self.device, non_blocking=True), v2.to(self.device, non_blocking=True)
+
+    def rng_state(self) -> Tensor:
+        return torch.get_rng_state()
+
+    def set_rng_state(self, state: Tensor) -> None:
+        torch.set_rng_state(state.cpu())
+
+
+def train_pipeline(cfg: PretrainConfig, device: torch.device, rank: int = 0, world: int = 1):
+    """The pipeline a config asks for, with --subset applied."""
+    if cfg.small_images:
+        data = load_tensor_split(cfg.dataset, cfg.data_dir, "train", cfg.image_size, cfg.seed)
+        return TensorPipeline(data.subset(cfg.subset), cfg, device, rank, world)
+    ds = ImageListDataset(cfg.dataset, cfg.data_dir, "train", per_image_views(augment_config(cfg)))
+    if cfg.subset is not None and cfg.subset < len(ds):
+        ds = torch.utils.data.Subset(ds, range(cfg.subset))  # type: ignore[assignment]
+    return LoaderPipeline(ds, cfg, device, rank, world)
+
+
+def labelled_split(cfg: PretrainConfig, split: str, max_images: int | None = None,
+                   seed: int = 0) -> TensorData | ImageListDataset:
+    """A labelled split for evaluation: a uint8 TensorData (small) or a per-image dataset.
+
+    ``max_images`` picks a fixed random subset (seeded), so a monitor stays cheap.
+    """
+    name = "labelled-train" if split == "train" else split
+    if cfg.small_images:
+        data = load_tensor_split(cfg.dataset, cfg.data_dir, name, cfg.image_size, cfg.seed)
+        if split == "train":
+            keep = data.labels >= 0
+            data = TensorData(data.images[keep], data.labels[keep], data.classes)
+        if max_images is not None and max_images < len(data):
+            idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:max_images]
+            idx = idx.sort().values
+            data = TensorData(data.images[idx], data.labels[idx], data.classes)
+        return data
+    ds = ImageListDataset(cfg.dataset, cfg.data_dir, name, eval_transform(augment_config(cfg)))
+    if max_images is not None and max_images < len(ds):
+        idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:max_images]
+        return torch.utils.data.Subset(ds, idx.sort().values.tolist())  # type: ignore[return-value]
+    return ds
+
+
+@torch.inference_mode()
+def encode(encoder: torch.nn.Module, data, cfg: PretrainConfig, device: torch.device,
+           batch_size: int = 512, workers: int = 0) -> tuple[Tensor, Tensor]:
+    """Frozen-encoder features h (N, D) float32 and labels (N,) for a labelled split."""
+    was_training = encoder.training
+    encoder.eval()
+    amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    feats, labels = [], []
+    if isinstance(data, TensorData):
+        acfg = augment_config(cfg)
+        for i in range(0, len(data), batch_size):
+            x = normalize_batch(data.images[i:i + batch_size].to(device), acfg)
+            with torch.autocast(**amp):
+                feats.append(encoder(x).float())
+        labels_t = data.labels.to(device)
+    else:
+        loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=workers)
+        for x, y in loader:
+            with torch.autocast(**amp):
+                feats.append(encoder(x.to(device)).float())
+            labels.append(y)
+        labels_t = torch.cat(labels).to(device)
+    encoder.train(was_training)
+    return torch.cat(feats), labels_t

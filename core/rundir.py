@@ -1,0 +1,283 @@
+"""The run directory: the on-disk contract between the runner, the TUI and TensorBoard.
+
+Everything here is plain Python (no torch) so the TUI can read runs cheaply. The layout is
+documented in docs/RUN_DIRECTORY.md; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+STATES = ("starting", "running", "finished", "failed", "stopped")
+#: states in which the writing process is expected to be alive
+LIVE_STATES = ("starting", "running")
+#: a live run whose heartbeat is older than this (seconds) on another host is shown as crashed
+STALE_AFTER = 120.0
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+# ---------------------------------------------------------------------- files
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write via a temp file in the same folder, fsync, then rename: never half-written."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | Path) -> dict[str, Any] | None:
+    """A JSON object from a file, or None if it is missing, truncated or not an object."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# ---------------------------------------------------------------------- processes
+def process_start_time(pid: int) -> int | None:
+    """The kernel's start time of a process (clock ticks since boot), or None if gone/unknown.
+
+    pid + start time identifies a process even after the pid is reused.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may contain spaces; fields after the last ')' are fixed
+    rest = stat.rsplit(")", 1)[1].split()
+    try:
+        return int(rest[19])  # field 22 overall
+    except (IndexError, ValueError):
+        return None
+
+
+def process_alive(pid: int | None, start_time: int | None) -> bool | None:
+    """True/False when this host can tell, None when it cannot (no /proc)."""
+    if not pid:
+        return False
+    if not Path("/proc/self/stat").exists():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return None if start_time else True
+    now = process_start_time(pid)
+    if now is None:
+        return False
+    return start_time is None or now == start_time
+
+
+def effective_state(status: dict[str, Any] | None, now: float | None = None) -> str:
+    """The state a reader should show: the written one, or ``crashed`` when the writer is gone.
+
+    A live state whose process is dead (pid gone, or reused by another process with a
+    different start time) is ``crashed``; so is one written on another host whose heartbeat
+    is older than STALE_AFTER. A missing or unreadable status is ``damaged``.
+    """
+    if not status or status.get("state") not in STATES:
+        return "damaged"
+    state = status["state"]
+    if state not in LIVE_STATES:
+        return state
+    if status.get("host") == socket.gethostname():
+        alive = process_alive(status.get("pid"), status.get("start_time"))
+        if alive is False:
+            return "crashed"
+        if alive is True:
+            return state
+    beat = status.get("heartbeat") or 0
+    if (now or time.time()) - float(beat) > STALE_AFTER:
+        return "crashed"
+    return state
+
+
+class StatusFile:
+    """status.json, rewritten atomically on every change and at least every 10 s."""
+
+    def __init__(self, path: str | Path, kind: str = "pretrain", **fields: Any) -> None:
+        self.path = Path(path)
+        pid = os.getpid()
+        self.data: dict[str, Any] = {
+            "kind": kind, "state": "starting", "pid": pid, "pgid": os.getpgid(pid),
+            "start_time": process_start_time(pid), "host": socket.gethostname(),
+            "created": time.time(), "heartbeat": time.time(), "epoch": 0, "step": 0,
+            "total_steps": None, "error": None,
+        }
+        self.data.update(fields)
+        self._last_write = 0.0
+
+    def update(self, force: bool = True, **fields: Any) -> None:
+        """Merge fields and write; with force=False only if 10 s passed since the last write."""
+        self.data.update(fields)
+        now = time.time()
+        if force or now - self._last_write >= 10.0:
+            self.data["heartbeat"] = now
+            atomic_write_json(self.path, self.data)
+            self._last_write = now
+
+
+# ---------------------------------------------------------------------- metrics
+class MetricsWriter:
+    """Appends ``{"step", "epoch", "time", "tag", "value"}`` lines to metrics.jsonl.
+
+    Each record is one ``write`` of a whole line on a file opened in append mode, so a
+    reader never sees a torn line except possibly the very last one.
+    """
+
+    def __init__(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.extra = extra or {}
+        self._f = open(self.path, "a", buffering=1)
+
+    def log(self, tag: str, value: float, step: int, epoch: float) -> None:
+        rec = {"step": int(step), "epoch": round(float(epoch), 6), "time": round(time.time(), 3),
+               "tag": tag, "value": float(value), **self.extra}
+        self._f.write(json.dumps(rec) + "\n")
+
+    def flush(self) -> None:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+
+def read_metrics(path: str | Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Complete records appended since byte ``offset``, and the offset to resume from.
+
+    A partial last line (a writer mid-append) is left for the next call; a garbage line
+    is skipped. Returns ([], offset) when the file does not exist; if the file shrank
+    (rewritten), reading restarts from 0.
+    """
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return [], offset
+    if size < offset:
+        offset = 0
+    if size == offset:
+        return [], offset
+    with open(path, "rb") as f:
+        f.seek(offset)
+        chunk = f.read(size - offset)
+    end = chunk.rfind(b"\n")
+    if end < 0:
+        return [], offset
+    records = []
+    for line in chunk[: end + 1].splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and "tag" in rec and "value" in rec:
+            records.append(rec)
+    return records, offset + end + 1
+
+
+def truncate_metrics_after(path: str | Path, step: int, tags_prefixes: tuple[str, ...] = ("train/", "knn/")) -> None:
+    """On resume: drop training records logged after the checkpoint's step, so none repeat."""
+    p = Path(path)
+    if not p.exists():
+        return
+    keep = []
+    for line in p.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and str(rec.get("tag", "")).startswith(tags_prefixes) and rec.get("step", 0) > step:
+            continue
+        keep.append(line)
+    atomic_write_text(p, "".join(k + "\n" for k in keep))
+
+
+# ---------------------------------------------------------------------- naming and listing
+def check_run_name(name: str) -> str:
+    """A run name is one path component of letters, digits, '.', '_' and '-'."""
+    if not _NAME_RE.match(name) or name in (".", "..") or ".." in name:
+        raise ValueError(f"run name {name!r} is not allowed: use letters, digits, '.', '_' and '-' (no '/' or '..')")
+    return name
+
+
+def resolve_run_dir(runs_dir: str | Path, name: str) -> Path:
+    """runs_dir/name, guaranteed to stay inside runs_dir."""
+    check_run_name(name)
+    root = Path(runs_dir).resolve()
+    path = (root / name).resolve()
+    if path.parent != root:
+        raise ValueError(f"run name {name!r} escapes the runs directory {root}")
+    return path
+
+
+def generate_run_name(runs_dir: str | Path, dataset: str, backbone: str) -> str:
+    """A readable, unique name such as ``cifar10-resnet18-1128-1505``."""
+    stamp = time.strftime("%m%d-%H%M%S")
+    base = f"{dataset}-{backbone}-{stamp}"
+    name, i = base, 2
+    while (Path(runs_dir) / name).exists():
+        name, i = f"{base}-{i}", i + 1
+    return name
+
+
+@dataclass
+class RunInfo:
+    """What a reader knows of one run directory without opening its metrics."""
+
+    path: Path
+    status: dict[str, Any] | None
+    config: dict[str, Any] | None
+    state: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def read_run(path: Path) -> RunInfo:
+    status = read_json(path / "status.json")
+    return RunInfo(path, status, read_json(path / "config.json"), effective_state(status))
+
+
+def iter_runs(runs_dir: str | Path, jobs: bool = False) -> Iterator[RunInfo]:
+    """Every run directory (one holding status.json or config.json) under runs_dir, by name.
+
+    With ``jobs=True`` each run is followed by its evaluation jobs (``NAME/eval/JOB/``).
+    """
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return
+    for p in sorted(root.iterdir()):
+        if not p.is_dir() or not ((p / "status.json").exists() or (p / "config.json").exists()):
+            continue
+        yield read_run(p)
+        if jobs and (p / "eval").is_dir():
+            for j in sorted((p / "eval").iterdir()):
+                if j.is_dir() and (j / "status.json").exists():
+                    yield read_run(j)

@@ -1,0 +1,357 @@
+"""SimCLR pretraining: set-up, then one loop you can read in one screen (`train`).
+
+Runs unchanged on CPU, one CUDA device, DataParallel and DDP (torchrun). Only rank 0
+writes the run directory. SIGINT/SIGTERM finish the current step, checkpoint and stop.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import dist
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import PretrainConfig
+from .data import DataError
+from .knn import knn_accuracy
+from .lars import LARS
+from .loss import NTXentLoss
+from .models import SimCLRModel, build_model, clean_state_dict, unwrap
+from .pipeline import encode, labelled_split, train_pipeline
+from .runlog import RunLog
+from .schedule import scale_lr, set_lr, warmup_cosine
+
+KNN_BANK_IMAGES = 10_000   # kNN monitor: a fixed random subset of the labelled train split
+KNN_QUERY_IMAGES = 10_000  # ... and of the test split
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, ...); the message says what to do."""
+
+
+@dataclass
+class Progress:
+    """Where training is; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0          # completed epochs
+    total_steps: int = 0
+    train_seconds: float = 0.0
+    budget_fixed: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------- set-up
+def pick_device(cfg: PretrainConfig) -> torch.device:
+    if dist.is_dist() and torch.cuda.is_available():
+        return torch.device("cuda", int(__import__("os").environ.get("LOCAL_RANK", 0)))
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise DataError(f"--device {cfg.device} asked for, but no CUDA device is visible; use --device cpu")
+    return torch.device(cfg.device)
+
+
+def amp_dtype(cfg: PretrainConfig, device: torch.device) -> torch.dtype | None:
+    """bf16/fp16 autocast only on CUDA (bf16 matmul on CPU is far slower than fp32)."""
+    if device.type != "cuda" or cfg.precision == "fp32":
+        return None
+    return torch.float16 if cfg.precision == "fp16" else torch.bfloat16
+
+
+def make_optimizer(cfg: PretrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "lars":
+        return LARS(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+
+
+class EMA:
+    """Exponential moving average of the encoder's weights (our reading of AVGSimCLR)."""
+
+    def __init__(self, encoder: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.module = build_like(encoder)
+        self.module.load_state_dict(encoder.state_dict())
+        self.module.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, encoder: nn.Module) -> None:
+        ema_p = list(self.module.parameters())
+        torch._foreach_lerp_(ema_p, [p.detach() for p in encoder.parameters()], 1.0 - self.decay)
+        for b_ema, b in zip(self.module.buffers(), encoder.buffers()):
+            b_ema.copy_(b)
+
+
+def build_like(encoder: nn.Module) -> nn.Module:
+    import copy
+    return copy.deepcopy(encoder)
+
+
+def request_stop_on_signals() -> dict[str, bool]:
+    """SIGINT/SIGTERM set a flag the loop checks after each step."""
+    flag = {"stop": False}
+
+    def handler(signum, frame):  # noqa: ARG001
+        flag["stop"] = True
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return flag
+
+
+def plan_steps(cfg: PretrainConfig, steps_per_epoch: int) -> int:
+    """Total optimizer steps before any time budget shortens them."""
+    if cfg.max_steps is not None:
+        return cfg.max_steps
+    return max(1, cfg.epochs) * steps_per_epoch
+
+
+# ---------------------------------------------------------------------- the run
+def pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool = False, argv: list[str] | None = None) -> int:
+    """Train, writing ``run_dir`` on rank 0. Returns the process exit code (0 ok/stopped, 1 failed)."""
+    stop = request_stop_on_signals()
+    device = pick_device(cfg)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if cfg.batch_size % world:
+        raise DataError(f"--batch-size {cfg.batch_size} must be divisible by the {world} processes")
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    pipe = train_pipeline(cfg, device, rank, world)
+    if len(pipe) == 0:
+        n = len(pipe.images) if hasattr(pipe, "images") else len(pipe.dataset)
+        raise DataError(f"--batch-size {cfg.batch_size} is larger than the {n} training images; lower it or add images")
+    knn_data = None
+    if cfg.knn_every:
+        knn_data = (labelled_split(cfg, "train", KNN_BANK_IMAGES, cfg.seed),
+                    labelled_split(cfg, "test", KNN_QUERY_IMAGES, cfg.seed))
+
+    model: nn.Module = build_model(cfg.backbone, cfg.width, cfg.image_size, cfg.projection_dim).to(device)
+    if dist.is_dist():
+        # global BatchNorm: statistics over the whole batch, as one process would compute
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else dist.convert_global_bn(model)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(cfg, model)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
+    ema = EMA(model.encoder, cfg.ema) if cfg.ema else None
+    prog = Progress(total_steps=plan_steps(cfg, len(pipe)))
+
+    # read the checkpoint before writing anything: a bad one must leave the run as it was
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=device) if resume else None
+    log = RunLog(run_dir, cfg, enabled=dist.is_main(), argv=argv)
+    if ckpt is not None:
+        model.load_state_dict(clean_state_dict(ckpt["model"]))
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None and ckpt.get("ema") is not None:
+            ema.module.load_state_dict(ckpt["ema"])
+        prog = Progress(**ckpt["progress"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        pipe.set_rng_state(ckpt["rng"]["pipeline"][rank] if rank < len(ckpt["rng"]["pipeline"]) else ckpt["rng"]["pipeline"][0])
+        log.resumed(prog.step)
+
+    if dist.is_dist():
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    elif cfg.data_parallel and torch.cuda.device_count() > 1:
+        model = nn.DataParallel(model)
+    if cfg.compile:
+        model = torch.compile(model)
+
+    def checkpoint(name: str = "last") -> None:
+        rng = {"torch": torch.get_rng_state(), "pipeline": gather_rng(pipe.rng_state())}
+        if dist.is_main():
+            save_checkpoint({
+                "model": clean_state_dict(unwrap(model).state_dict()), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(), "ema": ema.module.state_dict() if ema else None,
+                "progress": vars(prog), "rng": rng, "config": cfg.to_dict()}, run_dir / "checkpoints" / f"{name}.pt")
+
+    def monitor() -> None:
+        if knn_data is None:
+            return
+        enc = ema.module if ema is not None else unwrap(model).encoder
+        bank, query = knn_data
+        fb, lb = encode(enc, bank, cfg, device)
+        fq, lq = encode(enc, query, cfg, device)
+        acc = knn_accuracy(fb, lb, fq, lq, num_classes=int(lb.max().item()) + 1, k=cfg.knn_k)
+        log.metric("knn/top1", acc, prog.step, prog.epoch)
+        log.say(f"epoch {prog.epoch}: kNN top-1 {acc:.4f}")
+
+    try:
+        state = train(cfg, model, optimizer, scaler, ema, pipe, prog, log, stop, device, checkpoint, monitor)
+    except Exception as e:  # noqa: BLE001 - any failure is recorded, then reported in one line
+        traceback.print_exc()
+        log.fail(one_line(e))
+        print(f"simclr: failed: {one_line(e)}", file=sys.stderr, flush=True)
+        return 1
+    log.finish(state, prog)
+    return 0
+
+
+def one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def gather_rng(state: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's pipeline RNG state (rank order), so each rank resumes its own stream."""
+    if not dist.is_dist():
+        return [state.cpu()]
+    out = [None] * dist.get_world_size()
+    torch.distributed.all_gather_object(out, state.cpu())
+    return out  # type: ignore[return-value]
+
+
+def train(cfg, model, optimizer, scaler, ema, pipe, prog: Progress, log: RunLog, stop, device,
+          checkpoint, monitor) -> str:
+    """The loop: two views -> encoder -> projection -> NT-Xent -> optimizer. Returns the end state."""
+    criterion = NTXentLoss(cfg.temperature)
+    spe = len(pipe)  # steps per epoch
+    peak_lr = scale_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling)
+    amp = amp_dtype(cfg, device)
+    clock = Clock(prog)
+    log.running(prog, spe)
+    while prog.step < prog.total_steps and not stop["stop"]:
+        for v1, v2 in pipe.epoch(prog.epoch, start=prog.step - prog.epoch * spe):
+            warmup = min(round(cfg.warmup_epochs * spe), prog.total_steps)
+            lr = warmup_cosine(prog.step, prog.total_steps, warmup, peak_lr)
+            set_lr(optimizer, lr)
+            # interleave the views so any split of the batch (DataParallel) keeps pairs together
+            x = torch.stack((v1, v2), 1).flatten(0, 1)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                _, z = model(x)
+            z = z.unflatten(0, (-1, 2))
+            loss = criterion(z[:, 0], z[:, 1])
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            # the one host sync per step: the loss is logged every step and checked for NaN
+            value = loss.item()
+            if math.isfinite(value):
+                scaler.step(optimizer)
+                scaler.update()
+                if ema is not None:
+                    ema.update(unwrap(model).encoder)
+            elif cfg.nan_policy == "skip":
+                log.say(f"step {prog.step}: loss is {value}, step skipped (--nan-policy skip)")
+            else:
+                raise TrainingError(f"loss became {value} at step {prog.step}; checkpoints/last.pt is from "
+                                    f"before it: lower --lr or raise --temperature and start again")
+            prog.step += 1
+            clock.step()
+            log.step(prog, spe, value, lr)
+            if prog.step % 20 == 0:
+                log.throughput(prog, spe, clock.images_per_sec(cfg.batch_size))
+            if cfg.time_budget:
+                fit_to_budget(cfg, prog, clock, spe)
+            if stop_agreed(stop) or prog.step >= prog.total_steps:
+                break
+        if prog.step == (prog.epoch + 1) * spe:  # a whole epoch is done
+            prog.epoch += 1
+            log.throughput(prog, spe, clock.images_per_sec(cfg.batch_size, window=spe))
+            with clock.overhead():
+                if cfg.knn_every and (prog.epoch % cfg.knn_every == 0 or prog.step >= prog.total_steps):
+                    monitor()
+                checkpoint()
+                if cfg.checkpoint_every and prog.epoch % cfg.checkpoint_every == 0:
+                    checkpoint(f"epoch_{prog.epoch:04d}")
+            log.epoch_end(prog, spe)
+    if stop["stop"]:
+        checkpoint()
+        return "stopped"
+    if prog.step != prog.epoch * spe:  # ended mid-epoch (--max-steps or --time-budget)
+        monitor()
+        checkpoint()
+    return "finished"
+
+
+class Clock:
+    """Wall time of training, split into optimizer steps and per-epoch overhead (monitor, saving)."""
+
+    def __init__(self, prog: Progress) -> None:
+        self.prog = prog
+        self.last = time.perf_counter()
+        self.step_seconds: list[float] = []
+        self.overhead_seconds: list[float] = []
+
+    def step(self) -> None:
+        now = time.perf_counter()
+        self.step_seconds.append(now - self.last)
+        self.prog.train_seconds += now - self.last
+        self.last = now
+
+    def images_per_sec(self, batch_size: int, window: int = 20) -> float:
+        recent = self.step_seconds[-window:]
+        return len(recent) * batch_size / max(sum(recent), 1e-9)
+
+    def overhead(self):
+        clock = self
+
+        class _Block:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                now = time.perf_counter()
+                clock.overhead_seconds.append(now - self.t0)
+                clock.prog.train_seconds += now - clock.last
+                clock.last = now
+        return _Block()
+
+
+def fit_to_budget(cfg: PretrainConfig, prog: Progress, clock: Clock, spe: int) -> None:
+    """Fit the schedule into --time-budget minutes, then stop at the deadline regardless.
+
+    The step count is fitted after 10 timed steps and refitted once when the first epoch
+    has ended (its monitor and checkpoint cost known); after that the learning-rate curve
+    is fixed. A budget already spent ends training at this step.
+    """
+    budget = cfg.time_budget * 60
+    if prog.train_seconds >= budget:
+        prog.total_steps = prog.step
+        return
+    timed = clock.step_seconds[2:]  # the first steps pay one-off start-up costs
+    if prog.budget_fixed or len(timed) < 10:
+        return
+    per_step = sorted(timed)[len(timed) // 2]  # the median resists hiccups
+    per_step += (sum(clock.overhead_seconds) / len(clock.overhead_seconds) / spe) if clock.overhead_seconds else 0.0
+    fit = prog.step + int((budget - prog.train_seconds) * 0.97 / per_step)
+    prog.total_steps = max(prog.step + 1, min(plan_steps(cfg, spe), fit))
+    prog.budget_fixed = bool(clock.overhead_seconds) or prog.total_steps <= spe
+
+
+def stop_agreed(stop: dict[str, bool]) -> bool:
+    """A stop asked of any rank stops every rank at the same step."""
+    if not dist.is_dist():
+        return stop["stop"]
+    flag = torch.tensor([1.0 if stop["stop"] else 0.0],
+                        device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
+    torch.distributed.all_reduce(flag)
+    stop["stop"] = bool(flag.item())
+    return stop["stop"]
+
+
+def load_encoder(run_dir: Path, checkpoint: str = "last", prefer_ema: bool = True,
+                 device: torch.device | str = "cpu") -> tuple[nn.Module, PretrainConfig, dict]:
+    """The trained encoder of a run (EMA weights when the run kept them), its config and checkpoint."""
+    from .checkpoint import checkpoint_path
+    ckpt = load_checkpoint(checkpoint_path(run_dir, checkpoint), map_location=device)
+    cfg = PretrainConfig.from_dict(ckpt["config"])
+    model: SimCLRModel = build_model(cfg.backbone, cfg.width, cfg.image_size, cfg.projection_dim)
+    model.load_state_dict(clean_state_dict(ckpt["model"]))
+    encoder = model.encoder
+    if prefer_ema and ckpt.get("ema") is not None:
+        encoder.load_state_dict(clean_state_dict(ckpt["ema"]))
+    return encoder.to(device), cfg, ckpt

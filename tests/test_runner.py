@@ -1,0 +1,283 @@
+"""The headless runner end to end: files of a run, DDP on CPU, stop/resume, bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from core import cli, trainer
+from core.checkpoint import load_checkpoint
+from core.rundir import effective_state, read_json, read_metrics
+
+TINY = ["--preset", "tiny", "--knn-k", "10"]
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env={**os.environ, "SIMCLR_CACHE": str(cwd or ".") + "/.cache", "COLUMNS": "250"})
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+
+
+# ---------------------------------------------------------------------- a whole run
+def test_two_epoch_run_writes_every_file(tmp_path):
+    run = tmp_path / "runs" / "tiny"
+    res = run_cli("pretrain", *TINY, "--epochs", "2", "--run-dir", str(run), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+
+    cfg = read_json(run / "config.json")
+    assert cfg["dataset"] == "synthetic" and cfg["epochs"] == 2 and cfg["knn_k"] == 10
+    meta = read_json(run / "meta.json")
+    assert meta["versions"]["torch"] == torch.__version__ and "pretrain" in meta["argv"]
+    status = read_json(run / "status.json")
+    assert status["state"] == "finished" and status["step"] == status["total_steps"] == 16
+    assert status["epoch"] == 2 and status["pid"] and status["start_time"]
+    assert effective_state(status) == "finished"
+
+    records, _ = read_metrics(run / "metrics.jsonl")
+    tags = {r["tag"] for r in records}
+    assert {"train/loss", "train/lr", "train/images_per_sec", "knn/top1"} <= tags
+    losses = [r for r in records if r["tag"] == "train/loss"]
+    assert [r["step"] for r in losses] == list(range(1, 17))
+    assert all(0 < r["value"] < 10 for r in losses)
+    knn = [r["value"] for r in records if r["tag"] == "knn/top1"]
+    assert len(knn) == 2 and all(0 <= v <= 1 for v in knn)
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    ea = EventAccumulator(str(run))
+    ea.Reload()
+    assert {"train/loss", "train/lr", "knn/top1"} <= set(ea.Tags()["scalars"])
+    assert len(ea.Scalars("train/loss")) == 16
+
+    for name in ("last", "epoch_0001", "epoch_0002"):
+        ckpt = load_checkpoint(run / "checkpoints" / f"{name}.pt")
+        assert ckpt["config"] == cfg
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["progress"]["step"] == 16
+    log = (run / "stdout.log").read_text()
+    assert "finished at step 16" in log and "kNN top-1" in log
+
+
+def test_generated_run_name_and_runs_table(tmp_path):
+    res = run_cli("pretrain", *TINY, "--epochs", "1", "--knn-every", "0", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name.startswith("synthetic-resnet18-")
+    table = run_cli("runs", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert run.name in table.stdout and "finished" in table.stdout
+
+
+def test_help_documents_every_flag_with_default():
+    text = cli.build_parser()._subparsers._group_actions[0].choices["pretrain"].format_help()
+    for flag in ("--preset", "--dataset", "--data-dir", "--backbone", "--image-size", "--projection-dim",
+                 "--batch-size", "--epochs", "--max-steps", "--time-budget", "--subset", "--optimizer",
+                 "--lr", "--lr-scaling", "--weight-decay", "--temperature", "--warmup-epochs",
+                 "--jitter-strength", "--workers", "--device", "--precision", "--data-parallel", "--ema",
+                 "--knn-every", "--checkpoint-every", "--seed", "--resume"):
+        assert flag in text, flag
+    assert "(default: 0.5)" in text  # temperature
+
+
+def test_presets_listed():
+    out = subprocess.run([sys.executable, "-m", "core", "presets"], capture_output=True, text=True, timeout=60)
+    for name in ("cifar10-resnet18", "stl10-resnet18", "imagenet128-resnet50", "cifar10-cpu"):
+        assert name in out.stdout
+
+
+def test_config_file_and_flags_resolve_in_order(tmp_path):
+    (tmp_path / "c.yaml").write_text("preset: tiny\nlr: 0.002\ntemperature: 0.2\n")
+    args = cli.build_parser().parse_args(["pretrain", "--config", str(tmp_path / "c.yaml"), "--temperature", "0.3"])
+    cfg = cli.resolve_config(args)
+    assert (cfg.dataset, cfg.lr, cfg.temperature) == ("synthetic", 0.002, 0.3)
+
+
+# ---------------------------------------------------------------------- DDP on CPU
+def test_ddp_two_processes_match_one_process_first_step(tmp_path):
+    """2 gloo ranks x batch 4 take the same first step as 1 process x batch 8."""
+    common = ["pretrain", "--preset", "tiny", "--max-steps", "1", "--batch-size", "8", "--optimizer", "sgd",
+              "--lr", "0.5", "--knn-every", "0", "--weight-decay", "0"]
+    single = run_cli(*common, "--run-dir", str(tmp_path / "single"), cwd=tmp_path)
+    assert single.returncode == 0, single.stderr
+    env = {**os.environ, "SIMCLR_CACHE": str(tmp_path / ".cache"), "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "core", *common, "--run-dir", str(tmp_path / "ddp")],
+                         capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    a, b = weights(tmp_path / "single"), weights(tmp_path / "ddp")
+    for k in a:
+        if a[k].is_floating_point():
+            # one SGD step: w1 = w0 - lr * g, so equal weights after the step mean equal gradients
+            torch.testing.assert_close(a[k], b[k], atol=2e-5, rtol=1e-4, msg=k)
+    first = load_checkpoint(tmp_path / "single" / "checkpoints" / "last.pt")
+    assert first["progress"]["step"] == 1
+    # the step did move the weights (the comparison is not vacuous)
+    mom = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")["optimizer"]["state"]
+    moved = max(s["momentum_buffer"].abs().max().item() for s in mom.values())
+    assert moved > 1e-4
+
+
+# ---------------------------------------------------------------------- stop and resume
+def test_stop_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMCLR_CACHE", str(tmp_path / ".cache"))
+    args = ["pretrain", *TINY, "--epochs", "3", "--ema", "0.9", "--optimizer", "lars", "--lr", "0.5",
+            "--lr-scaling", "none", "--warmup-epochs", "1"]
+    assert cli.main([*args, "--run-dir", str(tmp_path / "full")]) == 0
+
+    real_train_step = trainer.stop_agreed
+    calls = {"n": 0}
+
+    def stop_after_11(flag):  # a SIGTERM arriving during step 11 (mid-epoch 2)
+        calls["n"] += 1
+        if calls["n"] == 11:
+            flag["stop"] = True
+        return real_train_step(flag)
+
+    monkeypatch.setattr(trainer, "stop_agreed", stop_after_11)
+    assert cli.main([*args, "--run-dir", str(tmp_path / "cut")]) == 0
+    status = read_json(tmp_path / "cut" / "status.json")
+    assert status["state"] == "stopped" and status["step"] == 11
+    monkeypatch.setattr(trainer, "stop_agreed", real_train_step)
+    assert cli.main(["pretrain", "--resume", str(tmp_path / "cut")]) == 0
+    assert read_json(tmp_path / "cut" / "status.json")["state"] == "finished"
+
+    full, cut = (load_checkpoint(tmp_path / d / "checkpoints" / "last.pt") for d in ("full", "cut"))
+    for k in full["model"]:
+        assert torch.equal(full["model"][k], cut["model"][k]), k
+    for k in full["ema"]:
+        assert torch.equal(full["ema"][k], cut["ema"][k]), k
+    # metrics continue without duplicate steps, and the lr curve is the same
+    rf, _ = read_metrics(tmp_path / "full" / "metrics.jsonl")
+    rc, _ = read_metrics(tmp_path / "cut" / "metrics.jsonl")
+    lr_f = [(r["step"], r["value"]) for r in rf if r["tag"] == "train/lr"]
+    lr_c = [(r["step"], r["value"]) for r in rc if r["tag"] == "train/lr"]
+    assert lr_c == lr_f
+    loss_steps = [r["step"] for r in rc if r["tag"] == "train/loss"]
+    assert loss_steps == sorted(set(loss_steps)) == list(range(1, 25))
+
+
+def test_sigterm_stops_with_checkpoint_and_sigkill_shows_crashed(tmp_path):
+    run = tmp_path / "r"
+    env = {**os.environ, "SIMCLR_CACHE": str(tmp_path / ".cache")}
+    cmd = [sys.executable, "-m", "core", "pretrain", *TINY, "--epochs", "200", "--knn-every", "0", "--run-dir", str(run)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    _wait_for(lambda: (read_json(run / "status.json") or {}).get("step", 0) > 3 and
+              (read_json(run / "status.json") or {}).get("state") == "running")
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    status = read_json(run / "status.json")
+    assert status["state"] == "stopped" and effective_state(status) == "stopped"
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["progress"]["step"] == status["step"]
+
+    proc = subprocess.Popen([sys.executable, "-m", "core", "pretrain", "--resume", str(run)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    _wait_for(lambda: (read_json(run / "status.json") or {}).get("state") == "running")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    status = read_json(run / "status.json")
+    assert status["state"] == "running"          # the process never got to say otherwise
+    assert effective_state(status) == "crashed"  # ... but any reader sees it is dead
+    # a pid reused by another process (different start time) is also dead
+    assert effective_state({**status, "pid": os.getpid()}) == "crashed"
+
+
+def _wait_for(cond, timeout: float = 90.0) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+def test_corrupt_or_missing_checkpoint_is_a_clear_error_and_deletes_nothing(tmp_path):
+    run = tmp_path / "r"
+    assert run_cli("pretrain", *TINY, "--epochs", "1", "--knn-every", "0", "--run-dir", str(run), cwd=tmp_path).returncode == 0
+    ckpt = run / "checkpoints" / "last.pt"
+    ckpt.write_bytes(b"this is not a checkpoint")
+    before = sorted(p.name for p in run.rglob("*"))
+    res = run_cli("pretrain", "--resume", str(run), cwd=tmp_path)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "corrupt" in lines[0] and "last.pt" in lines[0]
+    assert sorted(p.name for p in run.rglob("*")) == before
+    assert ckpt.read_bytes() == b"this is not a checkpoint"
+    ckpt.unlink()
+    res = run_cli("pretrain", "--resume", str(run), cwd=tmp_path)
+    assert res.returncode == 2 and "nothing to resume" in res.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "tiny", "--lr", "-1"], "--lr must be positive"),
+    (["--preset", "tiny", "--batch-size", "1"], "--batch-size must be at least 2"),
+    (["--preset", "tiny", "--backbone", "resnet7"], "--backbone must be one of"),
+    (["--dataset", "folder", "--data-dir", "/nonexistent/data", "--image-size", "32"], "does not exist"),
+    (["--preset", "tiny", "--batch-size", "ten"], "expects int"),
+    (["--preset", "tiny", "--bogus", "1"], "unrecognized arguments"),
+    (["--preset", "nope"], "unknown preset"),
+    (["--preset", "tiny", "--batch-size", "4096"], "larger than the"),
+])
+def test_bad_config_is_one_line_exit_2_and_no_run_dir(tmp_path, args, message):
+    run = tmp_path / "runs" / "bad"
+    res = run_cli("pretrain", *args, "--run-dir", str(run), cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], res.stderr
+    assert not run.exists()
+
+
+def test_unknown_config_key(tmp_path):
+    (tmp_path / "c.json").write_text(json.dumps({"learning_rate": 0.1}))
+    res = run_cli("pretrain", "--config", str(tmp_path / "c.json"), "--run-dir", str(tmp_path / "x"), cwd=tmp_path)
+    assert res.returncode == 2 and "unknown config key(s): learning_rate" in res.stderr
+    assert not (tmp_path / "x").exists()
+
+
+# ---------------------------------------------------------------------- folder datasets
+def _write_zip(path: Path, split: str, n_per_class: int, size: int, modes=("RGB",)) -> None:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+        for c, colour in enumerate(((200, 30, 30), (30, 200, 30), (30, 30, 200))):
+            for i in range(n_per_class):
+                mode = modes[i % len(modes)]
+                img = Image.new("RGB", (size, size), colour).convert(mode)
+                buf = io.BytesIO()
+                img.save(buf, format="PNG")
+                z.writestr(f"{split}/class{c}/{i:04d}.png", buf.getvalue())
+
+
+def test_folder_zip_dataset_trains_and_is_cached(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    _write_zip(data / "train.zip", "train", 24, 20, modes=("RGB", "L", "RGBA"))
+    _write_zip(data / "test.zip", "test", 6, 20)
+    args = ["pretrain", "--dataset", "folder", "--data-dir", str(data), "--image-size", "16", "--width", "8",
+            "--batch-size", "16", "--epochs", "1", "--knn-k", "5", "--optimizer", "adam", "--lr", "1e-3"]
+    res = run_cli(*args, "--run-dir", str(tmp_path / "a"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert any((tmp_path / ".cache").iterdir())  # decoded once, cached
+    records, _ = read_metrics(tmp_path / "a" / "metrics.jsonl")
+    assert any(r["tag"] == "knn/top1" for r in records)
+
+
+def test_time_budget_fits_the_schedule(tmp_path):
+    run = tmp_path / "b"
+    t0 = time.time()
+    res = run_cli("pretrain", *TINY, "--epochs", "10000", "--time-budget", "0.2", "--knn-every", "0",
+                  "--run-dir", str(run), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    status = read_json(run / "status.json")
+    assert status["state"] == "finished" and status["step"] == status["total_steps"] < 10000 * 8
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert 12 * 0.6 <= ckpt["progress"]["train_seconds"] <= 12 * 1.2
+    assert time.time() - t0 < 120
