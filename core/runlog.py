@@ -143,7 +143,10 @@ class RunLog:
     def fail(self, error: str) -> None:
         if not self.enabled:
             return
-        self.status.update(state="failed", error=error)
+        try:
+            self.status.update(state="failed", error=error)
+        except OSError as e:  # e.g. the disk is still full: say so, readers will see it crashed
+            self.say(f"could not record the failure in status.json: {e}")
         self.say(f"failed: {error}")
         self.close()
 

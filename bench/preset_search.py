@@ -1,0 +1,67 @@
+"""Choose the `cifar10-cpu` preset by measurement: which recipe learns the most per minute.
+
+Each candidate pretrains for the same short time budget on real CIFAR-10 (class-folder
+zips), then the kNN monitor (k=200, cosine) scores the encoder on 10,000 test images.
+Candidates run one after another in the same session, so they see the same machine.
+
+    python bench/preset_search.py --data-dir ../shared/data/cifar10 --minutes 2.5
+
+Prints a markdown table; docs/PRESETS.md records the run that chose the preset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BASE = ["--dataset", "folder", "--image-size", "32", "--epochs", "1000", "--knn-every", "1000",
+        "--checkpoint-every", "0", "--warmup-epochs", "0.5", "--jitter-strength", "0.5"]
+
+CANDIDATES = {
+    "w16-b256-lars-t0.5": ["--width", "16", "--batch-size", "256", "--optimizer", "lars", "--lr", "1.0", "--temperature", "0.5"],
+    "w16-b256-lars-t0.2": ["--width", "16", "--batch-size", "256", "--optimizer", "lars", "--lr", "1.0", "--temperature", "0.2"],
+    "w16-b512-lars-t0.2": ["--width", "16", "--batch-size", "512", "--optimizer", "lars", "--lr", "1.0", "--temperature", "0.2"],
+    "w16-b256-adam-t0.2": ["--width", "16", "--batch-size", "256", "--optimizer", "adam", "--lr", "2e-3",
+                           "--lr-scaling", "none", "--weight-decay", "1e-6", "--temperature", "0.2"],
+    "w32-b256-lars-t0.2": ["--width", "32", "--batch-size", "256", "--optimizer", "lars", "--lr", "1.0", "--temperature", "0.2"],
+    "w8-b256-lars-t0.2": ["--width", "8", "--batch-size", "256", "--optimizer", "lars", "--lr", "1.0", "--temperature", "0.2"],
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default="../shared/data/cifar10")
+    ap.add_argument("--minutes", type=float, default=2.5, help="training budget per candidate")
+    ap.add_argument("--only", nargs="*", help="candidate names to run (default: all)")
+    args = ap.parse_args()
+    out = Path(tempfile.mkdtemp(prefix="preset-search-"))
+    rows = []
+    for name, flags in CANDIDATES.items():
+        if args.only and name not in args.only:
+            continue
+        run = out / name
+        t0 = time.time()
+        cmd = [sys.executable, "-m", "core", "pretrain", *BASE, "--data-dir", args.data_dir, *flags,
+               "--time-budget", str(args.minutes), "--run-dir", str(run)]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        # the kNN monitor runs once at the end of a budgeted run: that is the score
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        knn = [r["value"] for r in records if r["tag"] == "knn/top1"]
+        ips = [r["value"] for r in records if r["tag"] == "train/images_per_sec"]
+        status = json.loads((run / "status.json").read_text())
+        rows.append((name, status["step"], sorted(ips)[len(ips) // 2] if ips else float("nan"),
+                     knn[-1] if knn else float("nan"), time.time() - t0))
+        print(f"| {name} | {rows[-1][1]} | {rows[-1][2]:.0f} | {rows[-1][3]:.4f} | {rows[-1][4]:.0f} |", flush=True)
+    print("\n| candidate | steps | pairs/s | kNN top-1 | wall s |\n|---|---|---|---|---|")
+    for r in sorted(rows, key=lambda r: -r[3]):
+        print(f"| {r[0]} | {r[1]} | {r[2]:.0f} | {r[3]:.4f} | {r[4]:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
