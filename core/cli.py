@@ -15,7 +15,18 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence, get_type_hints
 
-from .config import PRESET_NOTES, PRESETS, ConfigError, PretrainConfig, base_type, dash, literal_choices, load_config_file, preset
+from .config import (
+    PRESET_NOTES,
+    PRESETS,
+    ConfigError,
+    PretrainConfig,
+    base_type,
+    dash,
+    literal_choices,
+    load_config_file,
+    preset,
+)
+from .evaluation.cli import add_commands as add_eval_commands
 
 RUNTIME_ONLY = ("device", "workers")  # may change on --resume: they do not change the maths
 
@@ -246,12 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default="runs", help="the runs directory")
     p.set_defaults(func=cmd_runs)
 
-    try:
-        from .evaluation.cli import add_commands
-    except ImportError:
-        pass
-    else:
-        add_commands(sub)
+    add_eval_commands(sub)
     return parser
 
 

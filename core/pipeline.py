@@ -16,7 +16,14 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from .augment import AugmentConfig, BatchedViews, ViewParams, eval_transform, normalize_batch, per_image_views
+from .augment import (
+    AugmentConfig,
+    BatchedViews,
+    ViewParams,
+    eval_transform,
+    normalize_batch,
+    per_image_views,
+)
 from .config import PretrainConfig
 from .data import ImageListDataset, TensorData, batches, load_tensor_split, stats_for
 

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from .config import PretrainConfig
 from .rundir import MetricsWriter, StatusFile, atomic_write_json, truncate_metrics_after
@@ -55,6 +54,7 @@ class RunLog:
         (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
         import torch
+
         from . import dist
         device = ("cuda:" + torch.cuda.get_device_name()) if torch.cuda.is_available() else "cpu"
         meta = {"versions": versions(), "device": device, "host": socket.gethostname(),

@@ -1,0 +1,309 @@
+"""`simclr linear-eval | finetune | knn | baseline | results`: the evaluation commands.
+
+``core/cli.py`` calls ``add_commands(subparsers)``. Same conventions as ``simclr pretrain``:
+bad input is one line ``simclr: error: ...`` and exit code 2, with nothing written; every
+check that can be made before the job starts is made here. A failure while running marks
+the job ``failed`` in its status.json and exits 1; a stop (SIGTERM/SIGINT) exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import BACKBONES, DATASETS, PretrainConfig, dash
+from ..rundir import check_run_name, read_json
+from .baselines import BASELINES, baseline_of
+from .linear import L2_GRID, PROTOCOLS, LinearSettings
+
+#: chosen by measurement (docs/EVALUATION.md): higher test accuracy in less time than the seed's Adam
+DEFAULT_PROTOCOL = "lbfgs"
+_CHECKPOINT_RE = re.compile(r"^(last|epoch_\d{4,})$")
+
+
+def _usage(msg: str) -> Exception:
+    from ..cli import UsageError
+    return UsageError(msg)
+
+
+# ---------------------------------------------------------------------- flags
+def _config_help(name: str) -> str:
+    from dataclasses import fields
+    return next(f.metadata.get("help", "") for f in fields(PretrainConfig) if f.name == name)
+
+
+def add_target_flags(p: argparse.ArgumentParser, other_data: bool) -> None:
+    p.add_argument("--run-dir", required=True, help="the run directory to evaluate (runs/NAME)")
+    p.add_argument("--checkpoint", default="last",
+                   help="last (default) or epoch_NNNN, a file in the run's checkpoints/")
+    if other_data:
+        p.add_argument("--dataset", choices=DATASETS, help="evaluate on this dataset instead of the run's own")
+        p.add_argument("--data-dir", help="its data directory (default: the run's --data-dir)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--workers", type=int, help="DataLoader workers for large images (default: the run's)")
+    p.add_argument("--no-ema", dest="prefer_ema", action="store_false",
+                   help="use the online encoder even when the run kept an EMA of it")
+
+
+def add_linear_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
+                   help="lbfgs: standardised features, L2-regularised logistic regression by full-batch "
+                        "L-BFGS, L2 chosen on 10%% of train; adam: the seed's (Adam lr 3e-4, batch 256); default: "
+                        f"{DEFAULT_PROTOCOL}, the faster and more accurate, measured in docs/EVALUATION.md")
+    p.add_argument("--l2", type=float, help=f"lbfgs: fixed L2 strength (default: the best of "
+                                            f"{', '.join(f'{v:g}' for v in L2_GRID)} on held-out train)")
+    p.add_argument("--max-iter", type=int, default=1000, help="lbfgs: most L-BFGS iterations per fit (default: 1000)")
+    p.add_argument("--epochs", type=int, default=500,
+                   help="adam: epochs over the train features (default: the seed's 500)")
+    p.add_argument("--batch-size", type=int, default=256, help="adam: batch size (default: 256)")
+    p.add_argument("--lr", type=float, default=3e-4, help="adam: learning rate (default: 3e-4)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the held-out split, or of the Adam init and order (default: 0)")
+
+
+def add_commands(sub) -> None:
+    """Register the evaluation subcommands on ``simclr``'s subparsers."""
+    p = sub.add_parser("linear-eval", help="linear classifier on frozen features",
+                       description="Linear evaluation: a linear classifier on the frozen encoder's features "
+                                   "(cached in the run's features/); writes eval/linear-<checkpoint>.json.")
+    add_target_flags(p, other_data=True)
+    add_linear_flags(p)
+    p.set_defaults(func=cmd_linear_eval)
+
+    p = sub.add_parser("knn", help="weighted kNN accuracy on frozen features",
+                       description="Weighted kNN (cosine, votes exp(s/T)) of every test image against all "
+                                   "train images; writes eval/knn-<checkpoint>.json.")
+    add_target_flags(p, other_data=True)
+    p.add_argument("--k", type=int, default=200, help="neighbours (default: 200)")
+    p.add_argument("--temperature", type=float, default=0.1, help="vote temperature T (default: 0.1)")
+    p.set_defaults(func=cmd_knn)
+
+    p = sub.add_parser("finetune", help="fine-tune encoder + linear head on a label subset",
+                       description="Fine-tune the whole encoder and a linear head on a class-balanced "
+                                   "fraction of the labels (crop + flip, SGD-Nesterov, cosine); writes "
+                                   "eval/finetune-<fraction>-<checkpoint>.json.")
+    add_target_flags(p, other_data=False)
+    p.add_argument("--label-fraction", type=float, required=True,
+                   help="fraction of each class's training labels to use, e.g. 0.01, 0.1 or 1.0")
+    p.add_argument("--epochs", type=int, help="epochs over the subset (default: 60 for 1%%, 30 for 10%%, 15 above)")
+    p.add_argument("--batch-size", type=int, default=256, help="batch size (default: 256)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: 0.05 x batch/256)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (default: 0, as the paper)")
+    p.add_argument("--eval-every", type=int, help="score the test set every N epochs for the live curve "
+                                                   "(default: about 10 times per run)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the label subset, order and augmentation (default: 0)")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("baseline", help="raw-pixel or random-encoder baseline run",
+                       description="Create a baseline run directory and run linear evaluation on it: "
+                                   "raw-pixels (logistic regression on pixels) or random-encoder (the "
+                                   "architecture at its random init, saved as checkpoints/last.pt).")
+    p.add_argument("which", choices=BASELINES, help="which baseline")
+    p.add_argument("--run-dir", required=True, help="the baseline's new run directory (runs/NAME)")
+    p.add_argument("--like", metavar="RUN_DIR", help="copy data and architecture from this run's config.json")
+    for name in ("dataset", "data_dir", "backbone", "width", "image_size", "projection_dim"):
+        kind = int if name in ("width", "image_size", "projection_dim") else str
+        choices = {"dataset": DATASETS, "backbone": BACKBONES}.get(name)
+        p.add_argument(f"--{dash(name)}", type=kind, choices=choices, help=_config_help(name))
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--workers", type=int, help="DataLoader workers for large images")
+    add_linear_flags(p)
+    p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser("results", help="results table over all evaluated runs",
+                       description="One table of every finished evaluation, in the seed's format.")
+    p.add_argument("--runs-dir", default="runs", help="the runs directory (default: runs)")
+    p.add_argument("--format", choices=("markdown", "csv"), default="markdown",
+                   help="output format (default: markdown)")
+    p.set_defaults(func=cmd_results)
+
+
+# ---------------------------------------------------------------------- checks (exit 2)
+@dataclass
+class Target:
+    """A checked evaluation target: the run, its config (with any data override) and device."""
+
+    run_dir: Path
+    checkpoint: str
+    cfg: PretrainConfig
+    baseline: str | None
+    dataset_tag: str | None
+    device: Any
+    workers: int
+    prefer_ema: bool
+
+
+def run_config(run_dir: Path) -> PretrainConfig:
+    data = read_json(run_dir / "config.json")
+    if data is None:
+        raise _usage(f"{run_dir} is not a run directory (no readable config.json); "
+                     f"give --run-dir runs/NAME of a run made by `simclr pretrain` or `simclr baseline`")
+    return PretrainConfig.from_dict(data)
+
+
+def check_data(cfg: PretrainConfig) -> None:
+    from ..data import has_test_split
+    if cfg.dataset == "folder" and not Path(cfg.data_dir).exists():
+        raise _usage(f"--data-dir {cfg.data_dir} does not exist; point it at the folder (or .zip) of class folders")
+    if not has_test_split(cfg.dataset, cfg.data_dir):
+        raise _usage(f"{cfg.data_dir} has no test split (test/ or val/, or test.zip): evaluation needs "
+                     f"held-out labelled images that training never saw")
+
+
+def resolve_target(args: argparse.Namespace, kind: str) -> Target:
+    """Every check that can fail on bad input, before anything is written."""
+    from ..checkpoint import checkpoint_path
+    from ..trainer import pick_device
+    from .job import job_is_live, job_name
+
+    run_dir = Path(args.run_dir)
+    own = run_config(run_dir)
+    baseline = baseline_of(run_dir)
+    if not _CHECKPOINT_RE.match(args.checkpoint):
+        raise _usage(f"--checkpoint must be last or epoch_NNNN (got {args.checkpoint!r})")
+    if baseline == "raw-pixels":
+        if args.checkpoint != "last":
+            raise _usage(f"{run_dir} is the raw-pixels baseline: it has no checkpoints, use --checkpoint last")
+    elif not checkpoint_path(run_dir, args.checkpoint).is_file():
+        raise _usage(f"{checkpoint_path(run_dir, args.checkpoint)} does not exist; "
+                     f"list {run_dir / 'checkpoints'} or train first")
+    cfg, tag = own, None
+    dataset, data_dir = getattr(args, "dataset", None), getattr(args, "data_dir", None)
+    if dataset or data_dir:
+        if dataset and dataset != own.dataset and dataset == "folder" and not data_dir:
+            raise _usage("--dataset folder needs --data-dir (a folder or .zip of class folders)")
+        cfg = own.replace(dataset=dataset or own.dataset, data_dir=data_dir or own.data_dir)
+        same_dir = Path(cfg.data_dir).resolve() == Path(own.data_dir).resolve()
+        if cfg.dataset != own.dataset or (cfg.dataset == "folder" and not same_dir):
+            tag = re.sub(r"[^A-Za-z0-9._]+", "_", Path(cfg.data_dir).name if cfg.dataset == "folder" else cfg.dataset)
+    cfg = cfg.replace(device=args.device)
+    cfg.validate()
+    check_data(cfg)
+    device = pick_device(cfg)
+    workers = own.workers if args.workers is None else args.workers
+    if workers < 0:
+        raise _usage(f"--workers must not be negative (got {workers})")
+    name = job_name(kind, args.checkpoint, tag)
+    live = job_is_live(run_dir, name)
+    if live:
+        raise _usage(f"{run_dir / 'eval' / name} is running (pid {live.get('pid')}); stop it first")
+    return Target(run_dir, args.checkpoint, cfg, baseline, tag, device, workers,
+                  getattr(args, "prefer_ema", True))
+
+
+def linear_settings(args: argparse.Namespace) -> LinearSettings:
+    if args.max_iter < 1:
+        raise _usage(f"--max-iter must be at least 1 (got {args.max_iter})")
+    if args.epochs < 1:
+        raise _usage(f"--epochs must be at least 1 (got {args.epochs})")
+    if args.batch_size < 1:
+        raise _usage(f"--batch-size must be at least 1 (got {args.batch_size})")
+    if not args.lr > 0:
+        raise _usage(f"--lr must be positive (got {args.lr})")
+    if args.l2 is not None and not args.l2 >= 0:
+        raise _usage(f"--l2 must not be negative (got {args.l2})")
+    return LinearSettings(protocol=args.protocol, l2=args.l2, max_iter=args.max_iter, epochs=args.epochs,
+                          batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+
+
+def feature_source(t: Target):
+    from .features import FeatureSource
+    return FeatureSource(t.run_dir, t.checkpoint, t.cfg, t.device, prefer_ema=t.prefer_ema,
+                         pixels=t.baseline == "raw-pixels", dataset_tag=t.dataset_tag, workers=t.workers)
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_linear_eval(args: argparse.Namespace) -> int:
+    t = resolve_target(args, "linear")
+    s = linear_settings(args)
+    return _run_linear(t, s)
+
+
+def _run_linear(t: Target, s: LinearSettings) -> int:
+    from .frozen import linear_eval
+    from .job import EvalJob, job_name
+
+    source = feature_source(t)
+    job = EvalJob(t.run_dir, job_name("linear", t.checkpoint, t.dataset_tag), "linear-eval", t.checkpoint)
+    return job.run(lambda j: linear_eval(j, source, s))
+
+
+def cmd_knn(args: argparse.Namespace) -> int:
+    from .frozen import knn_eval
+    from .job import EvalJob, job_name
+
+    if args.k < 1:
+        raise _usage(f"--k must be at least 1 (got {args.k})")
+    if not args.temperature > 0:
+        raise _usage(f"--temperature must be positive (got {args.temperature})")
+    t = resolve_target(args, "knn")
+    source = feature_source(t)
+    job = EvalJob(t.run_dir, job_name("knn", t.checkpoint, t.dataset_tag), "knn", t.checkpoint)
+    return job.run(lambda j: knn_eval(j, source, args.k, args.temperature))
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from .finetune import FinetuneSettings, default_epochs, finetune
+    from .job import EvalJob, job_name
+
+    f = args.label_fraction
+    if not 0 < f <= 1:
+        raise _usage(f"--label-fraction must be in (0, 1], e.g. 0.01, 0.1 or 1.0 (got {f})")
+    epochs = default_epochs(f) if args.epochs is None else args.epochs
+    for flag, value, low in (("--epochs", epochs, 1), ("--batch-size", args.batch_size, 1),
+                             ("--eval-every", args.eval_every, 1)):
+        if value is not None and value < low:
+            raise _usage(f"{flag} must be at least {low} (got {value})")
+    if args.lr is not None and not args.lr > 0:
+        raise _usage(f"--lr must be positive (got {args.lr})")
+    if not args.weight_decay >= 0:
+        raise _usage(f"--weight-decay must not be negative (got {args.weight_decay})")
+    kind = f"finetune-{float(f)!r}"
+    t = resolve_target(args, kind)
+    if t.baseline == "raw-pixels":
+        raise _usage(f"{t.run_dir} is the raw-pixels baseline: there is no encoder to fine-tune")
+    s = FinetuneSettings(label_fraction=f, epochs=epochs, batch_size=args.batch_size, lr=args.lr,
+                         weight_decay=args.weight_decay, seed=args.seed,
+                         eval_every=args.eval_every or max(1, epochs // 10))
+    source = feature_source(t)
+    job = EvalJob(t.run_dir, job_name(kind, t.checkpoint), "finetune", t.checkpoint)
+    return job.run(lambda j: finetune(j, source, s))
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from .baselines import create_baseline
+
+    run_dir = Path(args.run_dir)
+    check_run_name(run_dir.name)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise _usage(f"{run_dir} already exists and is not empty; choose another --run-dir")
+    base = run_config(Path(args.like)) if args.like else PretrainConfig()
+    given = {n: getattr(args, n) for n in ("dataset", "data_dir", "backbone", "width", "image_size",
+                                           "projection_dim") if getattr(args, n) is not None}
+    # the config of a run that never trained: no knn monitor, no checkpoints beyond last
+    cfg = base.replace(**given, knn_every=0, checkpoint_every=0, device=args.device).validate()
+    check_data(cfg)
+    s = linear_settings(args)
+    from ..trainer import pick_device
+    device = pick_device(cfg)
+    workers = cfg.workers if args.workers is None else args.workers
+    create_baseline(run_dir, args.which, cfg.replace(device="auto"), argv=sys.argv)
+    return _run_linear(Target(run_dir, "last", cfg, args.which, None, device, workers, True), s)
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from .results import collect, render
+
+    if not Path(args.runs_dir).is_dir():
+        raise _usage(f"--runs-dir {args.runs_dir} does not exist")
+    rows = collect(args.runs_dir)
+    if not rows:
+        print(f"no finished evaluations in {args.runs_dir}; run `simclr linear-eval --run-dir ...` first",
+              file=sys.stderr)
+        return 0
+    sys.stdout.write(render(rows, args.format))
+    return 0

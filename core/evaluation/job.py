@@ -1,0 +1,154 @@
+"""An evaluation job's files in the run directory (docs/RUN_DIRECTORY.md, "eval jobs").
+
+``runs/NAME/eval/<job>/`` gets the job's own ``status.json`` (kind ``linear-eval``,
+``finetune`` or ``knn``; ``parent`` = the run's name; ``checkpoint``), ``stdout.log`` and
+TensorBoard events; metric lines go to the run's ``metrics.jsonl`` with ``"job": <job>``
+(and ``"started"``, the job's start time, so a reader can tell a re-run's records from an
+earlier attempt's); the result goes to ``runs/NAME/eval/<job>.json``, which exists only
+while the latest attempt of the job finished.
+
+SIGTERM/SIGINT make the job stop at its next check (state ``stopped``, exit 0); an error
+marks it ``failed`` with a one-line reason (exit 1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from ..rundir import (
+    LIVE_STATES,
+    MetricsWriter,
+    StatusFile,
+    atomic_write_json,
+    effective_state,
+    read_json,
+)
+
+
+class StopRequested(Exception):
+    """Raised where a job checks for a stop request (SIGTERM/SIGINT) and one came."""
+
+
+def job_name(kind: str, checkpoint: str, dataset_tag: str | None = None) -> str:
+    """``linear-last``, ``finetune-0.1-epoch_0100``, ``knn-cifar100-last`` ..."""
+    return "-".join(p for p in (kind, dataset_tag, checkpoint) if p)
+
+
+def job_is_live(run_dir: Path, name: str) -> dict[str, Any] | None:
+    """The status of that job if it is running now, else None."""
+    status = read_json(run_dir / "eval" / name / "status.json")
+    return status if effective_state(status) in LIVE_STATES else None
+
+
+class EvalJob:
+    """One evaluation job: status, metrics, TensorBoard, stdout and the result file."""
+
+    def __init__(self, run_dir: Path, name: str, kind: str, checkpoint: str) -> None:
+        self.run_dir, self.name, self.kind, self.checkpoint = Path(run_dir), name, kind, checkpoint
+        self.dir = self.run_dir / "eval" / name
+        self.result_path = self.run_dir / "eval" / f"{name}.json"
+        self.started = time.time()
+        self.status: StatusFile | None = None
+        self.metrics: MetricsWriter | None = None
+        self.tb = None
+        self._stop = {"stop": False, "raise": False}
+
+    # ------------------------------------------------------------------ used by the work
+    def say(self, text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+    def metric(self, tag: str, value: float, step: int, epoch: float | None = None) -> None:
+        """One point of a live curve: metrics.jsonl (with the job's name) and TensorBoard."""
+        if self.metrics is None:
+            return
+        self.metrics.log(tag, value, step, step if epoch is None else epoch)
+        self.tb.add_scalar(tag, value, step)
+
+    def progress(self, force: bool = False, **fields: Any) -> None:
+        """Refresh status.json (at most every 10 s unless forced): epoch, total_epochs, phase..."""
+        if self.status is not None:
+            self.status.update(force=force, **fields)
+        if force and self.metrics is not None:
+            self.metrics.flush()
+            self.tb.flush()
+
+    def should_stop(self) -> bool:
+        return self._stop["stop"]
+
+    def check_stop(self) -> None:
+        if self._stop["stop"]:
+            raise StopRequested
+
+    @contextlib.contextmanager
+    def interruptible(self):
+        """A stop signal inside this block raises StopRequested at once (long feature extraction)."""
+        self.check_stop()
+        self._stop["raise"] = True
+        try:
+            yield
+        finally:
+            self._stop["raise"] = False
+
+    # ------------------------------------------------------------------ running it
+    @contextlib.contextmanager
+    def _stop_on_signals(self):
+        """SIGTERM/SIGINT set the stop flag while the job runs; the old handlers come back after."""
+        def handler(signum, frame):  # noqa: ARG001
+            self._stop["stop"] = True
+            if self._stop["raise"]:
+                self._stop["raise"] = False
+                raise StopRequested
+        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def run(self, work: Callable[["EvalJob"], dict[str, Any]]) -> int:
+        """Run ``work(job)``, which returns the result dict. Exit code: 0 finished or stopped, 1 failed."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        from ..cli import tee_to
+        from ..trainer import one_line
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.result_path.unlink(missing_ok=True)
+        for old in self.dir.glob("events.out.tfevents.*"):  # a re-run draws fresh curves
+            old.unlink()
+        with tee_to(self.dir / "stdout.log"), self._stop_on_signals():
+            self.status = StatusFile(self.dir / "status.json", kind=self.kind, parent=self.run_dir.name,
+                                     checkpoint=self.checkpoint, total_epochs=None, phase="starting")
+            self.status.update()
+            self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl",
+                                         extra={"job": self.name, "started": round(self.started, 3)})
+            self.tb = SummaryWriter(str(self.dir))
+            self.say(f"{self.name}: evaluating {self.run_dir} ({self.checkpoint})")
+            try:
+                self.status.update(state="running")
+                result = work(self)
+            except StopRequested:
+                self.status.update(state="stopped", phase="stopped")
+                self.say("stopped")
+                return 0
+            except Exception as e:  # noqa: BLE001 - any failure is recorded, then reported in one line
+                traceback.print_exc()
+                self.status.update(state="failed", error=one_line(e))
+                print(f"simclr: failed: {one_line(e)}", file=sys.stderr, flush=True)
+                return 1
+            finally:
+                self.metrics.close()
+                self.tb.close()
+            result = {"job": self.name, "kind": self.kind, "run": self.run_dir.name,
+                      "finished": time.time(), "seconds_total": round(time.time() - self.started, 3),
+                      **result}
+            atomic_write_json(self.result_path, result)
+            self.status.update(state="finished", phase="finished")
+            self.say(f"finished: test top-1 {result.get('test_top1', float('nan')):.4f} -> {self.result_path}")
+            return 0
