@@ -6,6 +6,7 @@ documented in docs/RUN_DIRECTORY.md; keep the two in step.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,6 +16,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: appends and the resume rewrite go unlocked
+    fcntl = None
 
 STATES = ("starting", "running", "finished", "failed", "stopped")
 #: states in which the writing process is expected to be alive
@@ -111,8 +117,11 @@ def effective_state(status: dict[str, Any] | None, now: float | None = None) -> 
             return "crashed"
         if alive is True:
             return state
-    beat = status.get("heartbeat") or 0
-    if (now or time.time()) - float(beat) > STALE_AFTER:
+    try:
+        beat = float(status.get("heartbeat") or 0)
+    except (TypeError, ValueError):
+        return "damaged"
+    if (now or time.time()) - beat > STALE_AFTER:
         return "crashed"
     return state
 
@@ -143,11 +152,38 @@ class StatusFile:
 
 
 # ---------------------------------------------------------------------- metrics
+@contextlib.contextmanager
+def _folder_lock(path: Path):
+    """An exclusive advisory lock on the folder holding ``path``: metrics.jsonl is appended to
+    by several processes and atomically replaced on resume, so its own inode cannot carry the
+    lock; the folder's does, and adds no file to the run directory."""
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _same_file(f, path: Path) -> bool:
+    try:
+        a, b = os.fstat(f.fileno()), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)
+
+
 class MetricsWriter:
     """Appends ``{"step", "epoch", "time", "tag", "value"}`` lines to metrics.jsonl.
 
     Each record is one ``write`` of a whole line on a file opened in append mode, so a
-    reader never sees a torn line except possibly the very last one.
+    reader never sees a torn line except possibly the very last one. Several writers share
+    one file (the pretraining run and its evaluation jobs); a resume rewrites it
+    (:func:`truncate_metrics_after`). Appends and the rewrite hold the run folder's lock, and
+    a writer whose file was replaced reopens it first, so no record lands in a replaced file.
     """
 
     def __init__(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
@@ -158,7 +194,12 @@ class MetricsWriter:
     def log(self, tag: str, value: float, step: int, epoch: float) -> None:
         rec = {"step": int(step), "epoch": round(float(epoch), 6), "time": round(time.time(), 3),
                "tag": tag, "value": float(value), **self.extra}
-        self._f.write(json.dumps(rec) + "\n")
+        with _folder_lock(self.path):
+            if not _same_file(self._f, self.path):
+                self._f.close()
+                self._f = open(self.path, "a", buffering=1)
+            self._f.write(json.dumps(rec) + "\n")
+            self._f.flush()
 
     def flush(self) -> None:
         self._f.flush()
@@ -202,23 +243,44 @@ def read_metrics(path: str | Path, offset: int = 0) -> tuple[list[dict[str, Any]
 
 
 def truncate_metrics_after(path: str | Path, step: int, tags_prefixes: tuple[str, ...] = ("train/", "knn/")) -> None:
-    """On resume: drop training records logged after the checkpoint's step, so none repeat."""
+    """On resume: drop training records logged after the checkpoint's step, so none repeat.
+
+    Records of evaluation jobs (they carry a ``"job"`` key) are kept whatever their step.
+    The rewrite holds the file's lock, so an evaluation job appending meanwhile waits and
+    then appends to the new file (see :class:`MetricsWriter`).
+    """
     p = Path(path)
     if not p.exists():
         return
-    keep = []
-    for line in p.read_text(errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and str(rec.get("tag", "")).startswith(tags_prefixes) and rec.get("step", 0) > step:
-            continue
-        keep.append(line)
-    atomic_write_text(p, "".join(k + "\n" for k in keep))
+    with _folder_lock(p):
+        keep = []
+        for line in p.read_bytes().decode(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if (isinstance(rec, dict) and "job" not in rec and str(rec.get("tag", "")).startswith(tags_prefixes)
+                    and rec.get("step", 0) > step):
+                continue
+            keep.append(line)
+        atomic_write_text(p, "".join(k + "\n" for k in keep))
 
 
 # ---------------------------------------------------------------------- naming and listing
+def eval_job_name(kind: str, checkpoint: str, dataset_tag: str | None = None,
+                  label_fraction: float | None = None) -> str:
+    """The folder of an evaluation job under NAME/eval/ (and its result NAME/eval/<job>.json).
+
+    ``linear-last``, ``knn-cifar100-epoch_0010`` (another dataset), ``finetune-0.1-last``
+    (the label fraction written as ``repr(float)``). The runner and the TUI both use this.
+    """
+    if kind == "finetune":
+        if label_fraction is None:
+            raise ValueError("a fine-tuning job needs its label fraction")
+        kind = f"finetune-{float(label_fraction)!r}"
+    return "-".join(p for p in (kind, dataset_tag, checkpoint) if p)
+
+
 def check_run_name(name: str) -> str:
     """A run name is one path component of letters, digits, '.', '_' and '-'."""
     if not _NAME_RE.match(name) or name in (".", "..") or ".." in name:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import BACKBONES, DATASETS, PretrainConfig, dash
-from ..rundir import check_run_name, read_json
+from ..rundir import check_run_name, eval_job_name, read_json
 from .baselines import BASELINES, baseline_of
 from .linear import L2_GRID, PROTOCOLS, LinearSettings
 
@@ -154,11 +154,11 @@ def check_data(cfg: PretrainConfig) -> None:
                      f"held-out labelled images that training never saw")
 
 
-def resolve_target(args: argparse.Namespace, kind: str) -> Target:
+def resolve_target(args: argparse.Namespace, kind: str, label_fraction: float | None = None) -> Target:
     """Every check that can fail on bad input, before anything is written."""
     from ..checkpoint import checkpoint_path
     from ..trainer import pick_device
-    from .job import job_is_live, job_name
+    from .job import job_is_live
 
     run_dir = Path(args.run_dir)
     own = run_config(run_dir)
@@ -187,7 +187,7 @@ def resolve_target(args: argparse.Namespace, kind: str) -> Target:
     workers = own.workers if args.workers is None else args.workers
     if workers < 0:
         raise _usage(f"--workers must not be negative (got {workers})")
-    name = job_name(kind, args.checkpoint, tag)
+    name = eval_job_name(kind, args.checkpoint, tag, label_fraction)
     live = job_is_live(run_dir, name)
     if live:
         raise _usage(f"{run_dir / 'eval' / name} is running (pid {live.get('pid')}); stop it first")
@@ -225,16 +225,16 @@ def cmd_linear_eval(args: argparse.Namespace) -> int:
 
 def _run_linear(t: Target, s: LinearSettings) -> int:
     from .frozen import linear_eval
-    from .job import EvalJob, job_name
+    from .job import EvalJob
 
     source = feature_source(t)
-    job = EvalJob(t.run_dir, job_name("linear", t.checkpoint, t.dataset_tag), "linear-eval", t.checkpoint)
+    job = EvalJob(t.run_dir, eval_job_name("linear", t.checkpoint, t.dataset_tag), "linear-eval", t.checkpoint)
     return job.run(lambda j: linear_eval(j, source, s))
 
 
 def cmd_knn(args: argparse.Namespace) -> int:
     from .frozen import knn_eval
-    from .job import EvalJob, job_name
+    from .job import EvalJob
 
     if args.k < 1:
         raise _usage(f"--k must be at least 1 (got {args.k})")
@@ -242,13 +242,13 @@ def cmd_knn(args: argparse.Namespace) -> int:
         raise _usage(f"--temperature must be positive (got {args.temperature})")
     t = resolve_target(args, "knn")
     source = feature_source(t)
-    job = EvalJob(t.run_dir, job_name("knn", t.checkpoint, t.dataset_tag), "knn", t.checkpoint)
+    job = EvalJob(t.run_dir, eval_job_name("knn", t.checkpoint, t.dataset_tag), "knn", t.checkpoint)
     return job.run(lambda j: knn_eval(j, source, args.k, args.temperature))
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from .finetune import FinetuneSettings, default_epochs, finetune
-    from .job import EvalJob, job_name
+    from .job import EvalJob
 
     f = args.label_fraction
     if not 0 < f <= 1:
@@ -262,15 +262,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         raise _usage(f"--lr must be positive (got {args.lr})")
     if not args.weight_decay >= 0:
         raise _usage(f"--weight-decay must not be negative (got {args.weight_decay})")
-    kind = f"finetune-{float(f)!r}"
-    t = resolve_target(args, kind)
+    t = resolve_target(args, "finetune", f)
     if t.baseline == "raw-pixels":
         raise _usage(f"{t.run_dir} is the raw-pixels baseline: there is no encoder to fine-tune")
     s = FinetuneSettings(label_fraction=f, epochs=epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, seed=args.seed,
                          eval_every=args.eval_every or max(1, epochs // 10))
     source = feature_source(t)
-    job = EvalJob(t.run_dir, job_name(kind, t.checkpoint), "finetune", t.checkpoint)
+    job = EvalJob(t.run_dir, eval_job_name("finetune", t.checkpoint, label_fraction=f), "finetune", t.checkpoint)
     return job.run(lambda j: finetune(j, source, s))
 
 

@@ -35,11 +35,6 @@ class StopRequested(Exception):
     """Raised where a job checks for a stop request (SIGTERM/SIGINT) and one came."""
 
 
-def job_name(kind: str, checkpoint: str, dataset_tag: str | None = None) -> str:
-    """``linear-last``, ``finetune-0.1-epoch_0100``, ``knn-cifar100-last`` ..."""
-    return "-".join(p for p in (kind, dataset_tag, checkpoint) if p)
-
-
 def job_is_live(run_dir: Path, name: str) -> dict[str, Any] | None:
     """The status of that job if it is running now, else None."""
     status = read_json(run_dir / "eval" / name / "status.json")
