@@ -1,0 +1,337 @@
+"""The simclr-tui application: screens over a runs directory, built by `make_app`.
+
+Data flow: a thread worker polls the runs directory (`RunStore.poll`) and reaps finished
+children, then posts one `RunsRefreshed`; the handler renders every screen and only then
+arms the next poll, so slow disks or huge metric files make refreshes rarer, never
+queued. Launches, stops and deletions also run in thread workers; one
+`Worker.StateChanged` handler turns their failures into notifications.
+"""
+
+from __future__ import annotations
+
+import gc
+import shutil
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from textual import on
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.worker import Worker, WorkerState
+
+from core.rundir import generate_run_name
+
+from .commands import RunCommands
+from .launcher import Exited, Launched, Launcher, LaunchError, log_tail
+from .messages import JobLaunched, RunDeleted, RunsRefreshed, TensorBoardStarted
+from .screens.compare import CompareScreen
+from .screens.detail import RunDetailScreen
+from .screens.dialogs import ConfirmScreen, EvalDialog
+from .screens.help import HelpScreen
+from .screens.new_run import NewRunScreen
+from .screens.runs import RunsScreen
+from .store import RunDetail, RunStore, RunView
+from .tensorboard import TensorBoard, TensorBoardError
+
+
+class SimclrApp(App):
+    """Runs, New run, Run detail, Compare; TensorBoard on demand."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "simclr-tui"
+    COMMANDS = App.COMMANDS | {RunCommands}
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("t", "tensorboard", "TensorBoard"),
+    ]
+
+    def __init__(self, runs_dir: Path, *, runner: list[str] | None = None, poll_interval: float = 1.0,
+                 demo: bool = False, tensorboard_program: list[str] | None = None, series_cap: int = 512) -> None:
+        super().__init__()
+        self.runs_dir = Path(runs_dir)
+        self.poll_interval = poll_interval
+        self.demo = demo
+        self.store = RunStore(self.runs_dir, cap=series_cap)
+        self.launcher = Launcher(self.runs_dir, runner)
+        self.tensorboard = TensorBoard(self.runs_dir, tensorboard_program)
+        self.runs: dict[str, RunView] = {}
+        self.loading = True  # metrics files are still being read (until the first poll says not)
+        self.details: dict[str, RunDetail] = {}
+        self.polls = 0  # completed polls (tests wait on this)
+        #: seconds per poll in the worker, and per render of a poll's result (bench/bench_tui.py)
+        self.poll_seconds: deque[float] = deque(maxlen=10_000)
+        self.render_seconds: deque[float] = deque(maxlen=10_000)
+        self._poll_timer: Timer | None = None
+        self._polling = False
+        self._poll_again = False
+        self._poll_error: str | None = None
+        # Titles are set once, before any Header mounts: Textual's Header updates itself from a
+        # watcher that can fire while its screen is being removed (NoMatches), so they stay fixed.
+        self.sub_title = str(self.runs_dir)
+
+    # .................................................................. lifecycle
+    def get_default_screen(self) -> Screen:
+        return RunsScreen()
+
+    def on_mount(self) -> None:
+        try:
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            self.notify(f"cannot create the runs directory {self.runs_dir}: {e.strerror or e}", severity="error",
+                        timeout=30)
+        self._start_poll()
+        if self.demo:
+            name = generate_run_name(self.runs_dir, "demo", "tiny")
+            self.launch("demo run", self.launcher.pretrain, name, ["--preset", "tiny"])
+
+    def on_unmount(self) -> None:
+        self.tensorboard.stop()  # runs keep going: they are in their own sessions
+        gc.unfreeze()
+
+    # .................................................................. polling
+    def poll_now(self) -> None:
+        """Poll as soon as possible (after a launch/stop), without overlapping polls."""
+        if self._polling:
+            self._poll_again = True
+            return
+        if self._poll_timer is not None:
+            self._poll_timer.stop()
+        self._start_poll()
+
+    def _watched(self) -> frozenset[str]:
+        keys: set[str] = set()
+        for screen in self.screen_stack:
+            keys.update(getattr(screen, "watched_keys", lambda: ())())
+        return frozenset(keys)
+
+    def _start_poll(self) -> None:
+        self._poll_timer = None
+        self._polling = True
+        self._poll_again = False
+        watched = self._watched()
+        self.run_worker(lambda: self._poll(watched), thread=True, group="poll", name="poll", exit_on_error=False)
+
+    def _poll(self, watched: frozenset[str]) -> None:  # thread
+        exits = tuple(self.launcher.reap())
+        snapshot = self.store.poll(watched)
+        self.post_message(RunsRefreshed(snapshot, exits))
+
+    def _arm_poll(self, delay: float) -> None:
+        self._polling = False
+        if self.is_running:
+            self._poll_timer = self.set_timer(delay, self._start_poll)
+
+    @on(RunsRefreshed)
+    def _refreshed(self, message: RunsRefreshed) -> None:
+        t0 = time.perf_counter()
+        snap = message.snapshot
+        self.runs = snap.views
+        self.details = snap.details
+        self.poll_seconds.append(snap.poll_seconds)
+        self._poll_error = None
+        if self.loading and not snap.backlog:
+            # Everything read so far (widgets, series) lives as long as the app: keep the
+            # collector from re-walking it, since full collections were the longest UI
+            # pauses in bench/bench_tui.py (~100 ms at 20 runs x 100k points).
+            gc.freeze()
+        self.loading = snap.backlog
+        if snap.error:
+            self.notify(snap.error, severity="error", timeout=10)
+        for ex in message.exits:
+            self._report_exit(ex)
+        for screen in self.screen_stack:
+            if hasattr(screen, "refresh_runs"):
+                screen.refresh_runs()
+        self.polls += 1
+        self.render_seconds.append(time.perf_counter() - t0)
+        soon = snap.backlog or self._poll_again
+        self._arm_poll(0.02 if soon else self.poll_interval)
+
+    def _report_exit(self, ex: Exited) -> None:
+        if ex.returncode == 0:
+            return
+        tail = log_tail(ex.log, 600).splitlines()[-3:]
+        detail = "\n".join(tail) if tail else f"see {ex.log}"
+        what = "killed" if ex.returncode < 0 else f"exited with code {ex.returncode}"
+        self.notify(f"{ex.key} {what}:\n{detail}", title="Job ended", severity="error", timeout=15)
+
+    # .................................................................. workers and errors
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """Every app-level worker failure becomes a notification, never a crash."""
+        worker = event.worker
+        if event.state != WorkerState.ERROR:
+            return
+        error = worker.error
+        known = isinstance(error, (LaunchError, TensorBoardError))  # their message says it all
+        message = str(error) if known else f"{type(error).__name__}: {error}"
+        if worker.group == "poll":
+            if message != self._poll_error:  # say it once, not every second
+                self.notify(message, title="reading the runs directory failed", severity="error", timeout=12)
+            self._poll_error = message
+            self._arm_poll(self.poll_interval)
+            return
+        self.notify(message, title=f"{worker.name or worker.group} failed", severity="error", timeout=12)
+
+    def launch(self, what: str, fn: Callable[..., Launched], *args: Any) -> None:
+        """Start a job in a thread worker; JobLaunched or an error notification follows."""
+
+        def work() -> None:
+            self.post_message(JobLaunched(fn(*args), what))
+
+        self.run_worker(work, thread=True, group="launch", name=what, exit_on_error=False)
+
+    @on(JobLaunched)
+    def _launched(self, message: JobLaunched) -> None:
+        job = message.launched
+        self.notify(f"{message.what}: {job.key} (pid {job.pid})", title="Launched")
+        if message.what in ("pretrain", "demo run"):
+            if isinstance(self.screen, NewRunScreen):
+                self.pop_screen()
+            self.push_screen(RunDetailScreen(job.key))
+        self.poll_now()
+
+    # .................................................................. actions used by screens and the palette
+    def view(self, key: str | None) -> RunView | None:
+        return self.runs.get(key) if key else None
+
+    def open_run(self, key: str) -> None:
+        self.push_screen(RunDetailScreen(key))
+
+    def new_run(self, clone: str | None = None) -> None:
+        self.push_screen(NewRunScreen(clone=clone))
+
+    def compare(self, keys: Iterable[str]) -> None:
+        keys = [k for k in keys if k in self.runs]
+        if len(keys) < 2:
+            self.notify("select two or more runs to compare (space selects a row)", severity="warning")
+            return
+        self.push_screen(CompareScreen(keys))
+
+    def stop_runs(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            view = self.view(key)
+            if view is None:
+                continue
+            try:
+                sig = self.launcher.stop(view)
+            except LaunchError as e:
+                self.notify(str(e), severity="warning")
+                continue
+            again = " (again: killing it)" if sig == "SIGKILL" else "; press stop again to kill it"
+            self.notify(f"sent {sig} to {view.name}{again}", title="Stop")
+        self.poll_now()
+
+    def resume_run(self, key: str) -> None:
+        view = self.view(key)
+        if view is not None:
+            self.launch("resume", self.launcher.resume, view)
+
+    def evaluate_run(self, key: str, checkpoint: str | None = None) -> None:
+        view = self.view(key)
+        if view is None:
+            return
+        if view.kind != "pretrain":
+            self.notify(f"{view.name} is an evaluation job; evaluate its pretraining run instead", severity="warning")
+            return
+        if key in self.details:
+            ckpts = [c.name for c in self.details[key].checkpoints]
+        else:  # one small directory listing
+            ckpts = sorted(p.stem for p in (view.path / "checkpoints").glob("*.pt"))
+        ckpts.sort(key=lambda c: (c != "last", c))
+        if not ckpts:
+            self.notify(f"{view.name} has no checkpoint yet", severity="warning")
+            return
+
+        def chosen(request: tuple[str, str, float | None] | None) -> None:
+            if request:
+                kind, ckpt, fraction = request
+                self.launch(f"{kind} eval", self.launcher.evaluate, view, kind, ckpt, fraction)
+
+        self.push_screen(EvalDialog(view.name, ckpts, checkpoint), chosen)
+
+    def delete_runs(self, keys: Iterable[str]) -> None:
+        views = [v for v in (self.view(k) for k in keys) if v is not None]
+        # a run cannot go while it, or one of its evaluation jobs, is still writing into it
+        live = [r.name for r in self.runs.values() if r.live and any(
+            r.key == v.key or r.key.startswith(f"{v.key}/eval/") for v in views)]
+        if live:
+            self.notify(f"stop {', '.join(live)} before deleting", severity="warning")
+            return
+        if not views:
+            return
+        names = "\n".join(f"  {v.name}" for v in views)
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                for v in views:
+                    self.run_worker(lambda v=v: self._delete(v), thread=True, group="delete",
+                                    name=f"delete {v.name}", exit_on_error=False)
+
+        question = f"Delete {len(views)} run(s) and all their files?\n{names}"
+        self.push_screen(ConfirmScreen(question, "Delete"), confirmed)
+
+    def _delete(self, view: RunView) -> None:  # thread
+        root = self.runs_dir.resolve()
+        path = view.path.resolve()
+        if root not in path.parents:
+            raise LaunchError(f"refusing to delete {path}: it is not inside {root}")
+        shutil.rmtree(path)
+        if view.parent:  # an eval job: its result file sits next to its folder
+            (path.parent / f"{path.name}.json").unlink(missing_ok=True)
+        self.post_message(RunDeleted(view.key))
+
+    @on(RunDeleted)
+    def _deleted(self, message: RunDeleted) -> None:
+        self.notify(f"deleted {message.key}")
+        if isinstance(self.screen, RunDetailScreen) and self.screen.key == message.key:
+            self.pop_screen()
+        self.poll_now()
+
+    # .................................................................. app-wide actions
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_tensorboard(self) -> None:
+        if self.tensorboard.running:
+            self.run_worker(self.tensorboard.stop, thread=True, group="tensorboard", name="TensorBoard stop",
+                            exit_on_error=False)
+            self.notify("TensorBoard stopped")
+            self._tb_changed()
+            return
+        self.notify("starting TensorBoard…")
+
+        def work() -> None:
+            self.post_message(TensorBoardStarted(self.tensorboard.start()))
+
+        self.run_worker(work, thread=True, group="tensorboard", name="TensorBoard", exit_on_error=False)
+
+    @on(TensorBoardStarted)
+    def _tb_started(self, message: TensorBoardStarted) -> None:
+        self.notify(f"TensorBoard at {message.url} (localhost only); t stops it", title="TensorBoard", timeout=10)
+        self._tb_changed()
+
+    def _tb_changed(self) -> None:
+        for screen in self.screen_stack:
+            if hasattr(screen, "refresh_runs"):
+                screen.refresh_runs()
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("New run", "Open the New-run form", self.new_run)
+        yield SystemCommand("TensorBoard", "Start or stop TensorBoard over the runs directory", self.action_tensorboard)
+        yield SystemCommand("Help", "Keys and screens", self.action_help)
+        for name, help_text, action in getattr(screen, "palette_commands", lambda: [])():
+            yield SystemCommand(name, help_text, action)
+
+
+def make_app(runs_dir: str | Path = "runs", *, runner: list[str] | None = None, poll_interval: float = 1.0,
+             demo: bool = False, tensorboard_program: list[str] | None = None) -> SimclrApp:
+    """The app exactly as `simclr-tui` builds it; tests pass a fake runner and a short poll."""
+    return SimclrApp(Path(runs_dir), runner=runner, poll_interval=poll_interval, demo=demo,
+                     tensorboard_program=tensorboard_program)

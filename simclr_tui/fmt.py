@@ -1,0 +1,67 @@
+"""Small text formatters shared by the screens (pure functions, easy to test)."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+#: state -> Rich style; the same colours everywhere a state is shown
+STATE_STYLES = {
+    "starting": "bold cyan",
+    "running": "bold green",
+    "finished": "blue",
+    "failed": "bold red",
+    "stopped": "yellow",
+    "crashed": "bold magenta",
+    "damaged": "bold white on red",
+}
+
+
+def state_text(state: str) -> Text:
+    base = state.split(" ")[0]
+    return Text(state, style=STATE_STYLES.get(base, ""))
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    if h >= 100:
+        return f"{h / 24:.0f}d"
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def percent(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def number(x: float | None, digits: int = 4) -> str:
+    if x is None:
+        return "–"
+    if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5):
+        return f"{x:.2e}"
+    return f"{x:.{digits}g}"
+
+
+def throughput(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x / 1000:.1f}k" if x >= 10000 else f"{x:.0f}"
+
+
+def bar(fraction: float | None, width: int = 8) -> str:
+    if fraction is None:
+        return " " * width
+    filled = fraction * width
+    full = int(filled)
+    parts = " ▏▎▍▌▋▊▉"
+    rest = parts[int((filled - full) * 8)] if full < width else ""
+    return ("█" * full + rest).ljust(width, "·")[:width]
+
+
+def progress(epoch: float | None, total: float | None) -> str:
+    if epoch is None:
+        return "–"
+    e = f"{epoch:g}" if epoch == int(epoch) else f"{epoch:.1f}"
+    return f"{e}/{total:g}" if total else e

@@ -1,0 +1,202 @@
+"""Starting, stopping and resuming runs: subprocesses described by argument lists.
+
+Every job is `python -m core <subcommand> ...` (or a test runner standing in for it), in a
+new session so that quitting the TUI never takes a run down, stdin closed, stdout and
+stderr appended to the job's stdout.log. The TUI keeps the `Popen` only to reap the child
+(an unreaped child is a zombie, and a zombie's pid still looks alive); whether a run is
+alive is always read back from its status.json.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import core
+from core.rundir import LIVE_STATES, effective_state, read_json, resolve_run_dir
+from core.rundir import eval_job_name as rundir_eval_job_name
+
+from .store import RunView
+
+#: how a person would type the command (shown in the form, copyable to a cluster)
+DISPLAY_PROGRAM = ["simclr"]
+EVAL_KINDS = ("linear", "finetune", "knn")
+EVAL_SUBCOMMANDS = {"linear": "linear-eval", "finetune": "finetune", "knn": "knn"}
+
+
+class LaunchError(RuntimeError):
+    """A job could not be started or signalled; the message says why."""
+
+
+@dataclass(frozen=True)
+class Launched:
+    key: str  # the runs-table key the job will appear under
+    pid: int
+    argv: tuple[str, ...]
+    log: Path
+
+
+@dataclass(frozen=True)
+class Exited:
+    key: str
+    returncode: int
+    log: Path
+
+
+def default_runner() -> list[str]:
+    return [sys.executable, "-m", "core"]
+
+
+def eval_job_name(kind: str, checkpoint: str, label_fraction: float | None = None) -> str:
+    """The job folder under NAME/eval/ (linear-last, finetune-0.1-last, knn-epoch_0010): the
+    runner's own naming, so the folder created here for stdout.log is the one the job uses."""
+    try:
+        return rundir_eval_job_name(kind, checkpoint, label_fraction=label_fraction)
+    except ValueError as e:
+        raise LaunchError(str(e)) from None
+
+
+def display_command(args: list[str], cwd: Path | None = None) -> str:
+    """`simclr ...` as a shell line, with paths under the working directory made relative."""
+    cwd = (cwd or Path.cwd()).resolve()
+    shown = []
+    for a in args:
+        p = Path(a)
+        if p.is_absolute():
+            try:
+                a = str(p.relative_to(cwd))
+            except ValueError:
+                pass
+        shown.append(a)
+    return shlex.join(DISPLAY_PROGRAM + shown)
+
+
+def log_tail(path: Path, max_bytes: int = 2000) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - max_bytes))
+            return f.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+class Launcher:
+    """Owns the TUI's child processes. Its methods are called from thread workers."""
+
+    def __init__(self, runs_dir: Path, runner: list[str] | None = None) -> None:
+        self.runs_dir = Path(runs_dir)
+        self.runner = list(runner) if runner else default_runner()
+        self._children: dict[int, tuple[str, subprocess.Popen, Path]] = {}
+        self._lock = threading.Lock()  # launches and reaping run in different worker threads
+        self._stop_sent: dict[str, int] = {}  # key -> pgid already sent SIGTERM
+
+    # .................................................................. starting
+    def _spawn(self, key: str, args: list[str], log: Path) -> Launched:
+        argv = self.runner + args
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # `python -m core` must import the same core package this TUI uses, from anywhere
+        root = str(Path(core.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            out.write(f"\n$ {display_command(args)}\n".encode())
+            out.flush()
+            try:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True, env=env, close_fds=True)
+            except OSError as e:
+                raise LaunchError(f"cannot start {argv[0]}: {e}") from None
+        with self._lock:
+            self._children[proc.pid] = (key, proc, log)
+        return Launched(key, proc.pid, tuple(argv), log)
+
+    def pretrain(self, name: str, args: list[str]) -> Launched:
+        """A new run NAME under the runs dir; args are the config flags (pretrain_args)."""
+        try:
+            path = resolve_run_dir(self.runs_dir, name)
+        except ValueError as e:
+            raise LaunchError(str(e)) from None
+        if path.exists() and any(p.name != "stdout.log" for p in path.iterdir()):
+            raise LaunchError(f"a run named {name!r} already exists in {self.runs_dir}; choose another name")
+        return self._spawn(name, ["pretrain", "--run-dir", str(path), *args], path / "stdout.log")
+
+    def pretrain_command(self, name: str, args: list[str]) -> str:
+        return display_command(["pretrain", "--run-dir", str(self.runs_dir.resolve() / name), *args])
+
+    def resume(self, view: RunView) -> Launched:
+        if view.kind != "pretrain":
+            raise LaunchError(f"{view.name} is a {view.kind} job; only pretraining runs can be resumed")
+        if view.live:
+            raise LaunchError(f"{view.name} is still {view.state}")
+        if not (view.path / "checkpoints" / "last.pt").exists():
+            raise LaunchError(f"{view.name} has no checkpoints/last.pt to resume from")
+        return self._spawn(view.key, ["pretrain", "--resume", str(view.path)], view.path / "stdout.log")
+
+    def evaluate(self, view: RunView, kind: str, checkpoint: str = "last",
+                 label_fraction: float | None = None) -> Launched:
+        """A linear-eval / finetune / knn job on one checkpoint of a pretraining run."""
+        if kind not in EVAL_KINDS:
+            raise LaunchError(f"unknown evaluation {kind!r}; choose one of {', '.join(EVAL_KINDS)}")
+        if view.kind != "pretrain":
+            raise LaunchError(f"{view.name} is not a pretraining run")
+        if not (view.path / "checkpoints" / f"{checkpoint}.pt").exists():
+            raise LaunchError(f"{view.name} has no checkpoint {checkpoint!r} yet")
+        if kind == "finetune" and not (label_fraction and 0 < label_fraction <= 1):
+            raise LaunchError(f"the label fraction must be in (0, 1], e.g. 0.1 (got {label_fraction})")
+        job = eval_job_name(kind, checkpoint, label_fraction)
+        folder = view.path / "eval" / job
+        if effective_state(read_json(folder / "status.json")) in LIVE_STATES:
+            raise LaunchError(f"{job} is already running for {view.name}")
+        folder.mkdir(parents=True, exist_ok=True)
+        args = [EVAL_SUBCOMMANDS[kind], "--run-dir", str(view.path), "--checkpoint", checkpoint]
+        if kind == "finetune":
+            args += ["--label-fraction", repr(float(label_fraction))]
+        return self._spawn(f"{view.key}/eval/{job}", args, folder / "stdout.log")
+
+    # .................................................................. stopping
+    def stop(self, view: RunView) -> str:
+        """SIGTERM the run's process group (it checkpoints and says `stopped`); a second
+        stop of the same run escalates to SIGKILL. Returns the signal's name."""
+        status = view.status or {}
+        if not view.live:
+            raise LaunchError(f"{view.name} is not running ({view.state})")
+        if status.get("host") not in (None, socket.gethostname()):
+            raise LaunchError(f"{view.name} runs on {status['host']}; stop it there")
+        pgid = status.get("pgid")
+        if not isinstance(pgid, int) or pgid <= 1 or pgid == os.getpgrp():
+            raise LaunchError(f"{view.name} has no process group to signal (pgid={pgid!r})")
+        # escalate only for the same process group: a resumed run gets a fresh SIGTERM first
+        sig = signal.SIGKILL if self._stop_sent.get(view.key) == pgid else signal.SIGTERM
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            raise LaunchError(f"{view.name}'s process is already gone") from None
+        except PermissionError:
+            raise LaunchError(f"not allowed to signal {view.name}'s processes (pgid {pgid})") from None
+        self._stop_sent[view.key] = pgid
+        return sig.name
+
+    # .................................................................. reaping
+    def reap(self) -> list[Exited]:
+        """Children that ended since the last call (without this they linger as zombies)."""
+        done = []
+        with self._lock:
+            for pid, (key, proc, log) in list(self._children.items()):
+                rc = proc.poll()
+                if rc is not None:
+                    del self._children[pid]
+                    self._stop_sent.pop(key, None)
+                    done.append(Exited(key, rc, log))
+        return done
+
+    @property
+    def children(self) -> list[tuple[str, int]]:
+        with self._lock:
+            return [(key, pid) for pid, (key, _, _) in self._children.items()]

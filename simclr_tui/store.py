@@ -1,0 +1,457 @@
+"""What the app knows about the runs directory, rebuilt from the files alone.
+
+`RunStore.poll()` runs in a thread worker: it lists the runs (`core.rundir.iter_runs`),
+reads each status.json/config.json, tails each metrics.jsonl from its byte offset into
+bounded `Series`, and returns an immutable `Snapshot` that the UI thread renders. Nothing
+here is shared with the UI thread except through that snapshot, so there are no locks.
+
+Reading is bounded per poll (`budget_bytes`): a directory of twenty 100k-point runs shows
+its table at once and fills in the curves over a few polls instead of freezing, and the
+parsing never holds more than one chunk of records in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from core.rundir import LIVE_STATES, RunInfo, iter_runs, read_json, read_run
+
+from .series import Series, SeriesData, sparkline
+
+#: tags whose maximum is a run's "best accuracy"
+ACC_TAGS = ("knn/top1", "linear/test_top1", "finetune/test_top1")
+#: the loss a row of each kind shows
+#: a metrics line longer than this is garbage, not a record still being written
+MAX_LINE_BYTES = 1 << 20
+LOSS_TAGS = {"pretrain": "train/loss", "linear-eval": "linear/train_loss", "finetune": "finetune/train_loss"}
+
+
+# ---------------------------------------------------------------------- reading metrics
+def read_metrics_chunk(path: str | Path, offset: int, max_bytes: int) -> tuple[list[dict[str, Any]], int, int]:
+    """Complete records after byte ``offset``, reading at most ``max_bytes``.
+
+    The same contract as `core.rundir.read_metrics` (a partial last line is left for the
+    next call, garbage lines are skipped) with two additions the UI needs: the read is
+    bounded, so a 10 MB backlog is consumed over several polls, and garbage lines are
+    counted, so the run can be marked damaged. Returns (records, new offset, bad lines).
+    The caller handles a file that was replaced or shrank (see `RunStore._tail`).
+    """
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            chunk = f.read(max_bytes)
+            if len(chunk) == max_bytes and b"\n" not in chunk:
+                chunk += f.readline(MAX_LINE_BYTES)  # a line longer than the chunk: finish it
+    except OSError:
+        return [], offset, 0
+    end = chunk.rfind(b"\n")
+    if end < 0:
+        if len(chunk) >= MAX_LINE_BYTES:  # no newline in megabytes: skip it as garbage
+            return [], offset + len(chunk), 1
+        return [], offset, 0
+    lines = [ln for ln in chunk[:end].split(b"\n") if ln.strip()]
+    try:  # one parse of the whole chunk is about twice as fast as one per line
+        parsed = json.loads(b"[" + b",".join(lines) + b"]") if lines else []
+        if len(parsed) != len(lines):
+            raise ValueError("a line held more than one value")
+    except ValueError:
+        parsed = []
+        for ln in lines:
+            try:
+                parsed.append(json.loads(ln))
+            except ValueError:
+                parsed.append(None)
+    records = [r for r in parsed if _valid_record(r)]
+    return records, offset + end + 1, len(parsed) - len(records)
+
+
+def _valid_record(rec: Any) -> bool:
+    return (isinstance(rec, dict) and isinstance(rec.get("tag"), str)
+            and isinstance(rec.get("value"), (int, float)) and not isinstance(rec.get("value"), bool))
+
+
+def result_accuracy(result: dict[str, Any] | None) -> float | None:
+    """The test top-1 accuracy of an eval result file (``eval/<job>.json``).
+
+    `test_top1` at the top level is the contract; a nested `test_top1` or a plain `top1`
+    are accepted for older layouts. Hold-out/validation accuracies are not test results.
+    """
+    if not result:
+        return None
+
+    def number(v: Any) -> float | None:
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    if number(result.get("test_top1")) is not None:
+        return number(result["test_top1"])
+    nested = [number(v.get("test_top1")) for v in result.values() if isinstance(v, dict)]
+    nested = [v for v in nested if v is not None]
+    if nested:
+        return max(nested)
+    return number(result.get("top1"))
+
+
+# ---------------------------------------------------------------------- what the UI gets
+@dataclass(frozen=True)
+class Checkpoint:
+    name: str  # "last" or "epoch_0010"
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True)
+class RunView:
+    """One row of the runs table: everything a screen shows about a run, immutable."""
+
+    key: str  # path relative to the runs dir: "NAME" or "NAME/eval/JOB"
+    path: Path
+    kind: str
+    state: str  # core.rundir.effective_state: running, finished, ..., crashed, damaged
+    damage: tuple[str, ...]  # why the run is marked damaged (empty when it is not)
+    status: dict[str, Any] | None
+    config: dict[str, Any] | None
+    parent: str | None = None  # eval jobs: the key of the run they evaluate
+    dataset: str = ""
+    backbone: str = ""
+    epoch: float | None = None
+    total_epochs: float | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    progress: float | None = None  # 0..1
+    loss: float | None = None
+    best_acc: float | None = None
+    images_per_sec: float | None = None
+    elapsed: float | None = None
+    eta: float | None = None
+    spark: str = ""
+    error: str | None = None
+    result: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.key.replace("/eval/", " ▸ ")
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_STATES
+
+    @property
+    def display_state(self) -> str:
+        """The state as the table shows it: damaged wins over a finished/stopped state."""
+        if self.damage and self.state != "damaged":
+            return f"{self.state} ⚠" if self.live else "damaged"
+        return self.state
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    """The heavier data of runs a screen is watching (detail, compare)."""
+
+    series: dict[str, SeriesData]  # tag, or "tag@job" for evaluation records
+    checkpoints: tuple[Checkpoint, ...]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    views: dict[str, RunView]
+    details: dict[str, RunDetail] = field(default_factory=dict)
+    backlog: bool = False  # metrics are still being read: poll again soon
+    poll_seconds: float = 0.0
+    error: str | None = None
+
+
+# ---------------------------------------------------------------------- the store
+class _Run:
+    """Poll-thread state of one run directory."""
+
+    def __init__(self, key: str, cap: int) -> None:
+        self.key = key
+        self.cap = cap
+        self.info: RunInfo | None = None
+        self.offset = 0
+        self.ino: int | None = None
+        self.size = 0
+        self.bad_lines = 0
+        self.partial = False  # only an incomplete last line is left unread
+        self.series: dict[str, Series] = {}
+        self.job_started: dict[str, float] = {}  # eval job -> start time of its latest attempt
+        self.rate_ref: tuple[int, float] | None = None  # (step, heartbeat) first seen live
+
+    def reset_metrics(self) -> None:
+        self.offset, self.bad_lines, self.series, self.partial = 0, 0, {}, False
+        self.job_started = {}
+
+    def add(self, records: list[dict[str, Any]]) -> None:
+        series = self.series
+        for rec in records:
+            tag = rec["tag"]
+            job = rec.get("job")
+            if job:
+                job = Path(str(job)).name
+                started = rec.get("started")
+                if isinstance(started, (int, float)) and started != self.job_started.get(job):
+                    if started < self.job_started.get(job, 0):
+                        continue  # an older attempt's line
+                    # a re-run of the job: its curves start again
+                    self.job_started[job] = started
+                    self.series = {t: s for t, s in series.items() if not t.endswith("@" + job)}
+                    series = self.series
+                tag = f"{tag}@{job}"
+            s = series.get(tag)
+            if s is None:
+                s = series[tag] = Series(self.cap)
+            x = _num(rec.get("epoch"))
+            if x is None:
+                x = _num(rec.get("step"))
+            s.add(float(s.count) if x is None else x, float(rec["value"]))
+
+    @property
+    def behind(self) -> bool:
+        """Complete records are waiting to be read."""
+        return self.offset < self.size and not self.partial
+
+
+class RunStore:
+    """Reads the runs directory; `poll()` is called from a thread worker, one at a time."""
+
+    def __init__(self, runs_dir: str | Path, *, cap: int = 512, budget_bytes: int = 8 << 20,
+                 chunk_bytes: int = 2 << 20) -> None:
+        self.runs_dir = Path(runs_dir)
+        self.cap = cap
+        self.budget_bytes = budget_bytes
+        self.chunk_bytes = chunk_bytes
+        self._runs: dict[str, _Run] = {}
+        self._turn = 0  # rotates which run reads first when the budget is short
+
+    # .................................................................. polling
+    def poll(self, watched: frozenset[str] = frozenset(), now: float | None = None) -> Snapshot:
+        t0 = time.perf_counter()
+        now = time.time() if now is None else now
+        try:
+            infos = list(iter_runs(self.runs_dir, jobs=True))
+        except OSError as e:
+            return Snapshot({}, error=f"cannot read the runs directory {self.runs_dir}: {e}")
+        except Exception:  # noqa: BLE001 - a status.json with wrong types must not hide every run
+            infos = list(_iter_runs_carefully(self.runs_dir))
+        seen = {}
+        for info in infos:
+            key = info.path.relative_to(self.runs_dir).as_posix()
+            run = self._runs.get(key) or _Run(key, self.cap)
+            run.info = info
+            seen[key] = run
+        self._runs = seen
+
+        # metrics: watched runs first, the rest in rotating order, within the byte budget
+        keys = [k for k in seen if k in watched] + self._rotated([k for k in seen if k not in watched])
+        budget = self.budget_bytes
+        for key in keys:
+            budget -= self._tail(seen[key], budget)
+        backlog = any(r.behind for r in seen.values())
+
+        views = {key: self._view(run, now) for key, run in seen.items()}
+        details = {key: self._detail(key) for key in watched if key in seen or _parent_key(key) in seen}
+        return Snapshot(views, details, backlog, time.perf_counter() - t0)
+
+    def _rotated(self, keys: list[str]) -> list[str]:
+        if not keys:
+            return keys
+        self._turn = (self._turn + 1) % len(keys)
+        return keys[self._turn:] + keys[: self._turn]
+
+    def _tail(self, run: _Run, budget: int) -> int:
+        """Read what is new in the run's metrics.jsonl, at most `budget` bytes; returns bytes read."""
+        path = run.info.path / "metrics.jsonl"
+        try:
+            st = os.stat(path)
+        except OSError:
+            if run.ino is not None:  # the file went away: forget its records
+                run.reset_metrics()
+                run.ino, run.size = None, 0
+            return 0
+        if st.st_ino != run.ino or st.st_size < run.offset:
+            # replaced (a resume rewrites it without the records past the checkpoint) or
+            # truncated: start over
+            run.reset_metrics()
+            run.ino = st.st_ino
+        if st.st_size != run.size:
+            run.partial = False
+        run.size = st.st_size
+        used = 0
+        # the budget is soft: a chunk that starts within it is read whole
+        while run.offset < run.size and not run.partial and used < budget:
+            records, offset, bad = read_metrics_chunk(path, run.offset, self.chunk_bytes)
+            if offset == run.offset:
+                run.partial = True  # a writer mid-append, or a truncated file
+                break
+            used += offset - run.offset
+            run.offset = offset
+            run.bad_lines += bad
+            run.add(records)
+        return used
+
+    # .................................................................. building views
+    def _job_series(self, key: str) -> dict[str, Series]:
+        """An eval job's series: its records in the parent's metrics.jsonl, plus its own file."""
+        parent = self._runs.get(_parent_key(key) or "")
+        job = key.rsplit("/", 1)[-1]
+        out: dict[str, Series] = {}
+        if parent:
+            suffix = "@" + job
+            out = {t[: -len(suffix)]: s for t, s in parent.series.items() if t.endswith(suffix)}
+        own = self._runs.get(key)
+        if own:
+            out.update(own.series)
+        return out
+
+    def _series_of(self, key: str) -> dict[str, Series]:
+        return self._job_series(key) if "/eval/" in key else self._runs[key].series
+
+    def _detail(self, key: str) -> RunDetail:
+        series = {t: s.data() for t, s in self._series_of(key).items()}
+        ckpts: list[Checkpoint] = []
+        run = self._runs.get(key)
+        if run is not None and "/eval/" not in key:
+            try:
+                for p in sorted((run.info.path / "checkpoints").glob("*.pt")):
+                    st = p.stat()
+                    ckpts.append(Checkpoint(p.stem, st.st_size, st.st_mtime))
+            except OSError:
+                pass
+        return RunDetail(series, tuple(ckpts))
+
+    def _view(self, run: _Run, now: float) -> RunView:
+        info = run.info
+        key = run.key
+        status, config = info.status, info.config
+        is_job = "/eval/" in key
+        parent = _parent_key(key) if is_job else None
+        kind = str((status or {}).get("kind") or ("eval" if is_job else "pretrain"))
+        state = info.state
+        live = state in LIVE_STATES
+
+        damage = []
+        if status is None:
+            damage.append("status.json is missing or unreadable")
+        elif state == "damaged":
+            damage.append("status.json has values of the wrong type")
+        if (info.path / "config.json").exists() and config is None:
+            damage.append("config.json is unreadable")
+        elif config is None and not is_job and not live:
+            damage.append("config.json is missing")
+        if run.bad_lines:
+            damage.append(f"{run.bad_lines} unreadable line(s) in metrics.jsonl")
+        if not live and run.partial:
+            damage.append("metrics.jsonl ends with a partial line")
+
+        cfg = config
+        if is_job and parent in self._runs:
+            cfg = self._runs[parent].info.config or {}
+        cfg = cfg or {}
+        st = status or {}
+        series = self._series_of(key)
+
+        loss_s = series.get(LOSS_TAGS.get(kind, "train/loss"))
+        # a pretraining run's best includes its evaluation jobs (series "tag@job")
+        accs = [s.vmax for t, s in series.items() if t.split("@")[0] in ACC_TAGS and s.vmax is not None]
+        result = None
+        if is_job:
+            result = read_json(info.path.parent / f"{info.path.name}.json")
+            acc = result_accuracy(result)
+            if acc is not None:
+                accs.append(acc)
+
+        epoch, total_epochs = _num(st.get("epoch")), _num(st.get("total_epochs") or cfg.get("epochs"))
+        step, total_steps = _int(st.get("step")), _int(st.get("total_steps"))
+        if total_steps:
+            progress = min(1.0, (step or 0) / total_steps)
+        elif total_epochs:
+            progress = min(1.0, (epoch or 0) / total_epochs)
+        else:
+            progress = None
+        if state == "finished":
+            progress = 1.0
+
+        created, beat = _num(st.get("created")), _num(st.get("heartbeat"))
+        elapsed = None
+        if created:
+            elapsed = max(0.0, (now if live else (beat or created)) - created)
+
+        ips = _num(st.get("images_per_sec"))
+        ips_s = series.get("train/images_per_sec")
+        if ips is None and ips_s is not None:
+            ips = ips_s.last
+
+        eta = None
+        if live:
+            if run.rate_ref is None and step and beat:
+                run.rate_ref = (step, beat)
+            eta = _eta(run.rate_ref, step, beat, total_steps, ips, cfg, created, now, progress, elapsed)
+        else:
+            run.rate_ref = None
+
+        spark = sparkline(loss_s.values(), 12) if loss_s is not None else ""
+        return RunView(
+            key=key, path=info.path, kind=kind, state=state, damage=tuple(damage), status=status,
+            config=config, parent=parent, dataset=str(cfg.get("dataset", "")), backbone=str(cfg.get("backbone", "")),
+            epoch=epoch, total_epochs=total_epochs, step=step, total_steps=total_steps, progress=progress,
+            loss=loss_s.last if loss_s is not None else None, best_acc=max(accs) if accs else None,
+            images_per_sec=ips, elapsed=elapsed, eta=eta, spark=spark, error=st.get("error"), result=result,
+        )
+
+
+def _iter_runs_carefully(runs_dir: Path) -> Iterator[RunInfo]:
+    """`iter_runs(jobs=True)` one directory at a time: a run whose files make reading it
+    raise (say, a non-numeric heartbeat) is listed as damaged instead of failing the poll."""
+    def one(path: Path) -> RunInfo:
+        try:
+            return read_run(path)
+        except Exception:  # noqa: BLE001 - whatever is in the file, the run is shown as damaged
+            return RunInfo(path, None, read_json(path / "config.json"), "damaged")
+
+    for p in sorted(runs_dir.iterdir()):
+        if p.is_dir() and ((p / "status.json").exists() or (p / "config.json").exists()):
+            yield one(p)
+            if (p / "eval").is_dir():
+                for j in sorted((p / "eval").iterdir()):
+                    if j.is_dir() and (j / "status.json").exists():
+                        yield one(j)
+
+
+def _parent_key(key: str) -> str | None:
+    return key.split("/eval/", 1)[0] if "/eval/" in key else None
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _int(v: Any) -> int | None:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _eta(ref: tuple[int, float] | None, step: int | None, beat: float | None, total_steps: int | None,
+         ips: float | None, cfg: dict[str, Any], created: float | None, now: float,
+         progress: float | None, elapsed: float | None) -> float | None:
+    """Seconds left: from the step rate seen while watching, else throughput, else the average."""
+    etas = []
+    if total_steps and step is not None:
+        rate = None
+        if ref and beat and step > ref[0] and beat > ref[1]:
+            rate = (step - ref[0]) / (beat - ref[1])
+        elif ips and _num(cfg.get("batch_size")):
+            rate = ips / _num(cfg["batch_size"])
+        elif step and elapsed:
+            rate = step / elapsed
+        if rate:
+            etas.append(max(0.0, (total_steps - step) / rate))
+    elif progress and elapsed:
+        etas.append(elapsed * (1 - progress) / progress)
+    budget = _num(cfg.get("time_budget"))
+    if budget and created:
+        etas.append(max(0.0, created + budget * 60 - now))
+    return min(etas) if etas else None

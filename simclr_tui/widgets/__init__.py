@@ -1,0 +1,1 @@
+"""Small reusable widgets: plots, a following log view and config form fields."""

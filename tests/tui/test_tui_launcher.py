@@ -1,0 +1,117 @@
+"""Subprocesses: argument lists, own session, log redirection, stop escalation, safe names."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tui_helpers import FAKE_RUNNER
+
+from core.rundir import read_json, read_run
+from simclr_tui.launcher import Launcher, LaunchError, display_command, eval_job_name
+from simclr_tui.store import RunStore
+
+
+def wait(cond, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def view_of(runs_dir: Path, key: str):
+    return RunStore(runs_dir).poll().views.get(key)
+
+
+def state_of(runs_dir: Path, key: str):
+    view = view_of(runs_dir, key)
+    return view.state if view else None
+
+
+def test_pretrain_argv_session_and_log(runs_dir, fast_runs):
+    launcher = Launcher(runs_dir, FAKE_RUNNER)
+    job = launcher.pretrain("a", ["--preset", "tiny"])
+    assert list(job.argv) == FAKE_RUNNER + ["pretrain", "--run-dir", str(runs_dir.resolve() / "a"), "--preset", "tiny"]
+    assert job.log == runs_dir.resolve() / "a" / "stdout.log"
+    wait(lambda: launcher.reap())
+    status = read_json(runs_dir / "a" / "status.json")
+    assert status["state"] == "finished"
+    assert status["pgid"] == status["pid"] != os.getpgrp()  # its own session and group
+    log = job.log.read_text()
+    assert log.lstrip().startswith("$ simclr pretrain --run-dir") and "finished" in log
+
+
+def test_names_cannot_escape_the_runs_dir(runs_dir):
+    launcher = Launcher(runs_dir, FAKE_RUNNER)
+    for bad in ("../x", "a/b", "..", "", "-rf"):
+        with pytest.raises(LaunchError):
+            launcher.pretrain(bad, [])
+    assert list(runs_dir.iterdir()) == []
+
+
+def test_stop_sends_sigterm_then_sigkill(runs_dir, slow_runs):
+    launcher = Launcher(runs_dir, FAKE_RUNNER)
+    launcher.pretrain("a", ["--preset", "tiny", "--epochs", "50"])
+    wait(lambda: state_of(runs_dir, "a") == "running")
+    assert launcher.stop(view_of(runs_dir, "a")) == "SIGTERM"
+    wait(lambda: launcher.reap())
+    assert view_of(runs_dir, "a").state == "stopped"
+    # resume, then a process that ignores SIGTERM gets SIGKILL on the second stop
+    launcher.resume(view_of(runs_dir, "a"))
+    wait(lambda: state_of(runs_dir, "a") == "running")
+    pgid = view_of(runs_dir, "a").status["pgid"]
+    os.killpg(pgid, signal.SIGSTOP)  # a stuck process: SIGTERM stays pending
+    assert launcher.stop(view_of(runs_dir, "a")) == "SIGTERM"
+    assert launcher.stop(view_of(runs_dir, "a")) == "SIGKILL"
+    wait(lambda: launcher.reap())
+    assert view_of(runs_dir, "a").state == "crashed"  # it never got to say stopped
+    with pytest.raises(LaunchError, match="not running"):
+        launcher.stop(view_of(runs_dir, "a"))
+
+
+def test_eval_job_folder_and_command(runs_dir, fast_runs):
+    launcher = Launcher(runs_dir, FAKE_RUNNER)
+    launcher.pretrain("a", ["--preset", "tiny"])
+    wait(lambda: launcher.reap())
+    view = view_of(runs_dir, "a")
+    job = launcher.evaluate(view, "finetune", "last", 0.1)
+    assert job.key == "a/eval/finetune-0.1-last"
+    assert job.argv[-6:] == ("--run-dir", str(view.path), "--checkpoint", "last", "--label-fraction", "0.1")
+    assert (runs_dir / "a" / "eval" / "finetune-0.1-last" / "stdout.log").exists()
+    wait(lambda: launcher.reap())
+    assert read_run(runs_dir / "a" / "eval" / "finetune-0.1-last").state == "finished"
+    with pytest.raises(LaunchError, match="no checkpoint"):
+        launcher.evaluate(view, "linear", "epoch_0099")
+    with pytest.raises(LaunchError, match="label fraction"):
+        launcher.evaluate(view, "finetune", "last", 1.5)
+
+
+def test_names_and_display():
+    assert eval_job_name("linear", "last") == "linear-last"
+    assert eval_job_name("finetune", "epoch_0010", 0.01) == "finetune-0.01-epoch_0010"
+    assert display_command(["pretrain", "--run-dir", str(Path.cwd() / "runs" / "x y")]) == \
+        "simclr pretrain --run-dir 'runs/x y'"
+
+
+def test_the_tui_never_imports_torch():
+    import subprocess
+
+    code = "import sys, simclr_tui.app, simclr_tui.cli; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2]).returncode == 0
+
+
+def test_cli_help_and_arguments(capsys):
+    from simclr_tui.cli import build_parser, main
+
+    args = build_parser().parse_args(["--runs-dir", "elsewhere", "--demo"])
+    assert str(args.runs_dir) == "elsewhere" and args.demo
+    assert main(["--poll", "0"]) == 2
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "reattaches" in capsys.readouterr().out
