@@ -29,6 +29,9 @@ CANDIDATES = {
     "w16-b256-adam-t0.2": ["--width", "16", "--batch-size", "256", "--optimizer", "adam", "--lr", "2e-3",
                            "--lr-scaling", "none", "--weight-decay", "1e-6", "--temperature", "0.2"],
     "w32-b256-lars-t0.2": ["--width", "32", "--batch-size", "256", "--optimizer", "lars", "--lr", "1.0", "--temperature", "0.2"],
+    "w16-b128-lars-t0.2": ["--width", "16", "--batch-size", "128", "--optimizer", "lars", "--lr", "1.0", "--temperature", "0.2"],
+    "w16-b128-adam-t0.2": ["--width", "16", "--batch-size", "128", "--optimizer", "adam", "--lr", "2e-3",
+                           "--lr-scaling", "none", "--weight-decay", "1e-6", "--temperature", "0.2"],
     "w8-b256-lars-t0.2": ["--width", "8", "--batch-size", "256", "--optimizer", "lars", "--lr", "1.0", "--temperature", "0.2"],
 }
 

@@ -9,6 +9,7 @@ and the TUI's form share one schema. Resolution order: defaults < preset < confi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from dataclasses import fields
@@ -93,42 +94,60 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         cfg = PretrainConfig.from_dict(saved)
         cfg = cfg.replace(**{n: getattr(args, n) for n in given_flags(args)} if given_flags(args) else {})
         cfg = PretrainConfig.from_dict(cfg.to_dict()).validate()
-        status = rundir.read_json(run_dir / "status.json")
-        if rundir.effective_state(status) in rundir.LIVE_STATES:
-            raise UsageError(f"{run_dir} is still running (pid {status.get('pid')}); stop it before resuming")
+        check_free(run_dir, resume=True)
         if not (run_dir / "checkpoints" / "last.pt").exists():
             raise ConfigError(f"{run_dir}/checkpoints/last.pt does not exist: nothing to resume; start a new run")
+        made = False
     else:
         cfg = resolve_config(args)
         if args.run_dir:
             run_dir = Path(args.run_dir)
             rundir.check_run_name(run_dir.name)
+            check_free(run_dir, resume=False)
+            made = not run_dir.exists()
+        elif os.environ.get("RANK", "0") == "0":  # only the rank that writes claims a directory
+            run_dir, made = rundir.claim_run_dir(args.runs_dir, cfg.dataset, cfg.backbone), True
         else:
-            runs = Path(args.runs_dir)
-            run_dir = runs / rundir.generate_run_name(runs, cfg.dataset, cfg.backbone)
-        if run_dir.exists() and any(run_dir.iterdir()) and not (
-                set(os.listdir(run_dir)) <= {"stdout.log"}):
-            raise UsageError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --run-dir")
-    return _run_pretrain(cfg, run_dir, args.resume is not None)
+            run_dir, made = Path(args.runs_dir) / rundir.generate_run_name(args.runs_dir, cfg.dataset, cfg.backbone), False
+    return _run_pretrain(cfg, run_dir, args.resume is not None, made)
 
 
-def _run_pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool) -> int:
-    from . import dist
+def check_free(run_dir: Path, resume: bool) -> None:
+    """A new run needs an empty directory (the TUI leaves a stdout.log); a resumed one a dead writer."""
+    from . import rundir
+
+    if resume:
+        status = rundir.read_json(run_dir / "status.json")
+        if rundir.effective_state(status) in rundir.LIVE_STATES:
+            raise UsageError(f"{run_dir} is still running (pid {status.get('pid')}); stop it before resuming")
+    elif run_dir.exists() and not set(os.listdir(run_dir)) <= {"stdout.log"}:
+        raise UsageError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --run-dir")
+
+
+def _run_pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, made: bool) -> int:
+    """Train on rank 0 while holding the run directory (`rundir.hold_run_dir`); ``made``: this
+    process created the directory, so set-up errors remove it again."""
+    from . import dist, rundir
     from .trainer import pretrain
 
-    dist.init_from_env()
-    made = not run_dir.exists()
-    with tee_to(run_dir / "stdout.log", enabled=dist.is_main()):
-        try:
-            return pretrain(cfg, run_dir, resume=resume, argv=sys.argv)
-        except BaseException:
-            # set-up errors (before the run dir got its config) leave nothing behind
-            if made and dist.is_main() and not (run_dir / "config.json").exists():
-                import shutil
-                shutil.rmtree(run_dir, ignore_errors=True)
-            raise
-        finally:
-            dist.cleanup()
+    dist.init_from_env(timeout=dist.timeout_from_env())
+    try:
+        with rundir.hold_run_dir(run_dir) if dist.is_main() else contextlib.nullcontext():
+            if dist.is_main():
+                check_free(run_dir, resume)  # again: another launch may have filled it meanwhile
+            with tee_to(run_dir / "stdout.log", enabled=dist.is_main()):
+                try:
+                    return pretrain(cfg, run_dir, resume=resume, argv=sys.argv)
+                except BaseException:
+                    # set-up errors (before the run dir got its config) leave nothing behind
+                    if made and dist.is_main() and not (run_dir / "config.json").exists():
+                        import shutil
+                        shutil.rmtree(run_dir, ignore_errors=True)
+                    raise
+    except rundir.RunBusyError as e:
+        raise UsageError(str(e)) from None
+    finally:
+        dist.cleanup()
 
 
 class tee_to:
@@ -201,36 +220,46 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    """Every run and evaluation job, one row each (jobs under their run), in a compact table."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    from .rundir import iter_runs, read_metrics
+    from .rundir import iter_runs, read_json, read_metrics
 
     colours = {"running": "green", "finished": "blue", "failed": "red", "crashed": "red",
                "stopped": "yellow", "damaged": "magenta", "starting": "green"}
-    table = Table(title=f"runs in {args.runs_dir}")
-    table.add_column("name", overflow="fold")
-    for col in ("kind", "state", "dataset", "backbone", "epoch", "step", "loss", "kNN top-1", "eval top-1"):
-        table.add_column(col)
-    n = 0
-    for run in iter_runs(args.runs_dir, jobs=True):
-        n += 1
+    table = Table(title=f"runs in {args.runs_dir}", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    runs = list(iter_runs(args.runs_dir, jobs=True))
+    # the name is what people look for: it keeps its width, the other columns give way
+    table.add_column("name", no_wrap=True, min_width=min(32, max((len(r.name) + 2 for r in runs), default=4)))
+    widths = {"kind": 8, "state": 8, "epoch": 5, "loss": 5, "kNN": 5, "top-1": 5}
+    for col in ("kind", "state", "data/model", "epoch", "loss", "kNN", "top-1"):
+        table.add_column(col, no_wrap=True, min_width=widths.get(col), overflow="ellipsis",
+                         max_width=16 if col == "data/model" else None,
+                         justify="right" if col in ("epoch", "loss", "kNN", "top-1") else "left")
+    for run in runs:
         st, cfg = run.status or {}, run.config or {}
+        kind = str(st.get("kind", "pretrain")).removesuffix("-eval")
+        is_job = run.path.parent.name == "eval"
         last: dict[str, float] = {}
-        if st.get("kind", "pretrain") == "pretrain":
-            records, _ = read_metrics(run.path / "metrics.jsonl")
-            for r in records:
-                last[r["tag"]] = r["value"]
-        name = run.name if st.get("kind", "pretrain") == "pretrain" else f"  {st.get('parent', '')}/{run.name}"
-        evals = [v for k, v in last.items() if k.endswith("test_top1")]
+        if not is_job:
+            for r in read_metrics(run.path / "metrics.jsonl")[0]:
+                if "job" not in r:
+                    last[r["tag"]] = r["value"]
+            # a run's best evaluation result, from its jobs' result files
+            tops = [(read_json(f) or {}).get("test_top1") for f in (run.path / "eval").glob("*.json")]
+            top1 = max((t for t in tops if isinstance(t, (int, float))), default=None)
+        else:
+            top1 = (read_json(run.path.with_suffix(".json")) or {}).get("test_top1")
+        epoch = f"{st.get('epoch', '')}/{st.get('total_epochs', '')}" if kind == "pretrain" else ""
         table.add_row(
-            name, st.get("kind", "?"), f"[{colours.get(run.state, 'white')}]{run.state}[/]",
-            str(cfg.get("dataset", "")), str(cfg.get("backbone", "")),
-            f"{st.get('epoch', '')}/{st.get('total_epochs', '')}", f"{st.get('step', '')}/{st.get('total_steps', '')}",
-            f"{last['train/loss']:.4f}" if "train/loss" in last else "",
-            f"{last['knn/top1']:.4f}" if "knn/top1" in last else "",
-            f"{max(evals):.4f}" if evals else "")
-    Console().print(table if n else f"no runs in {args.runs_dir}")
+            f"└ {run.name}" if is_job else run.name, kind, f"[{colours.get(run.state, 'white')}]{run.state}[/]",
+            "" if is_job else f"{cfg.get('dataset', '')}/{cfg.get('backbone', '')}",
+            epoch, f"{last['train/loss']:.3f}" if "train/loss" in last else "",
+            f"{last['knn/top1']:.3f}" if "knn/top1" in last else "",
+            f"{top1:.3f}" if isinstance(top1, (int, float)) else "")
+    Console().print(table if runs else f"no runs in {args.runs_dir}")
     return 0
 
 

@@ -126,6 +126,15 @@ def test_baselines_and_results_table(tmp_path: Path, capsys) -> None:
     assert lines[0] == "Method,Batch Size,Backbone,Projection dim,Epochs,Optimizer,Dataset,Accuracy,Run"
     assert len(lines) == 1 + 4
 
+    # `simclr runs` lists each job under its run, with the job's accuracy and the run's best
+    assert main(["runs", "--runs-dir", str(runs)]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    at = next(i for i, cells in enumerate(lines) if cells[:2] == ["simclr", "pretrain"])
+    assert lines[at + 1][:3] == ["└", "linear-last", "linear"]  # the job, right under its run
+    assert lines[at][-1] == lines[at + 1][-1] == f"{simclr['test_top1']:.3f}"
+    pixels_row = next(cells for cells in lines if cells[:1] == ["pixels"])
+    assert pixels_row[1] == "baseline" and pixels_row[-1] == f"{pixels['test_top1']:.3f}"
+
 
 def test_sigterm_stops_the_job_cleanly(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run")
