@@ -22,7 +22,7 @@ from torch import nn
 from . import dist
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import PretrainConfig
-from .data import DataError
+from .data import DataError, has_test_split
 from .knn import knn_accuracy
 from .lars import LARS
 from .loss import NTXentLoss
@@ -133,6 +133,9 @@ def pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool = False, argv: lis
         n = len(pipe.images) if hasattr(pipe, "images") else len(pipe.dataset)
         raise DataError(f"--batch-size {cfg.batch_size} is larger than the {n} training images; lower it or add images")
     knn_data = None
+    if cfg.knn_every and not has_test_split(cfg.dataset, cfg.data_dir):
+        raise DataError(f"the kNN monitor (--knn-every {cfg.knn_every}) needs a labelled test split: add "
+                        f"test/<class>/<image> (or test.zip) to {cfg.data_dir}, or pass --knn-every 0")
     if cfg.knn_every:
         knn_data = (labelled_split(cfg, "train", KNN_BANK_IMAGES, cfg.seed),
                     labelled_split(cfg, "test", KNN_QUERY_IMAGES, cfg.seed))
@@ -185,8 +188,9 @@ def pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool = False, argv: lis
         fb, lb = encode(enc, bank, cfg, device)
         fq, lq = encode(enc, query, cfg, device)
         acc = knn_accuracy(fb, lb, fq, lq, num_classes=int(lb.max().item()) + 1, k=cfg.knn_k)
-        log.metric("knn/top1", acc, prog.step, prog.epoch)
-        log.say(f"epoch {prog.epoch}: kNN top-1 {acc:.4f}")
+        epoch = prog.step / len(pipe)  # fractional when a run ends mid-epoch, as every other record
+        log.metric("knn/top1", acc, prog.step, epoch)
+        log.say(f"epoch {epoch:.2f} (step {prog.step}): kNN top-1 {acc:.4f}")
 
     try:
         state = train(cfg, model, optimizer, scaler, ema, pipe, prog, log, stop, device, checkpoint, monitor)
@@ -221,6 +225,7 @@ def train(cfg, model, optimizer, scaler, ema, pipe, prog: Progress, log: RunLog,
     peak_lr = scale_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling)
     amp = amp_dtype(cfg, device)
     clock = Clock(prog)
+    saved = prog.step or None  # step of checkpoints/last.pt: a resumed run starts from it
     log.running(prog, spe)
     while prog.step < prog.total_steps and not stop["stop"]:
         for v1, v2 in pipe.epoch(prog.epoch, start=prog.step - prog.epoch * spe):
@@ -247,8 +252,7 @@ def train(cfg, model, optimizer, scaler, ema, pipe, prog: Progress, log: RunLog,
             elif cfg.nan_policy == "skip":
                 log.say(f"step {prog.step}: loss is {value}, step skipped (--nan-policy skip)")
             else:
-                raise TrainingError(f"loss became {value} at step {prog.step}; checkpoints/last.pt is from "
-                                    f"before it: lower --lr or raise --temperature and start again")
+                raise TrainingError(diverged(value, prog.step, saved))
             prog.step += 1
             clock.step()
             log.step(prog, spe, value, lr)
@@ -265,6 +269,7 @@ def train(cfg, model, optimizer, scaler, ema, pipe, prog: Progress, log: RunLog,
                 if cfg.knn_every and (prog.epoch % cfg.knn_every == 0 or prog.step >= prog.total_steps):
                     monitor()
                 checkpoint()
+                saved = prog.step
                 if cfg.checkpoint_every and prog.epoch % cfg.checkpoint_every == 0:
                     checkpoint(f"epoch_{prog.epoch:04d}")
             log.epoch_end(prog, spe)
@@ -275,6 +280,13 @@ def train(cfg, model, optimizer, scaler, ema, pipe, prog: Progress, log: RunLog,
         monitor()
         checkpoint()
     return "finished"
+
+
+def diverged(value: float, step: int, saved: int | None) -> str:
+    """The error of a non-finite loss: where it happened, which checkpoint is good, what to do."""
+    good = f"checkpoints/last.pt (step {saved}) is from before it" if saved is not None else \
+        "no checkpoint was written before it"
+    return f"loss became {value} at step {step}; {good}: lower --lr or raise --temperature and start again"
 
 
 class Clock:

@@ -53,8 +53,9 @@ def test_two_epoch_run_writes_every_file(tmp_path):
     losses = [r for r in records if r["tag"] == "train/loss"]
     assert [r["step"] for r in losses] == list(range(1, 17))
     assert all(0 < r["value"] < 10 for r in losses)
-    knn = [r["value"] for r in records if r["tag"] == "knn/top1"]
-    assert len(knn) == 2 and all(0 <= v <= 1 for v in knn)
+    knn = [r for r in records if r["tag"] == "knn/top1"]
+    assert [(r["step"], r["epoch"]) for r in knn] == [(8, 1.0), (16, 2.0)]
+    assert all(0 <= r["value"] <= 1 for r in knn)
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     ea = EventAccumulator(str(run))
@@ -281,3 +282,12 @@ def test_time_budget_fits_the_schedule(tmp_path):
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert 12 * 0.6 <= ckpt["progress"]["train_seconds"] <= 12 * 1.2
     assert time.time() - t0 < 120
+
+
+def test_run_ending_mid_epoch_scores_the_final_encoder_at_its_fractional_epoch(tmp_path):
+    run = tmp_path / "m"
+    res = run_cli("pretrain", *TINY, "--epochs", "2", "--max-steps", "12", "--run-dir", str(run), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    records, _ = read_metrics(run / "metrics.jsonl")
+    assert [(r["step"], r["epoch"]) for r in records if r["tag"] == "knn/top1"] == [(8, 1.0), (12, 1.5)]
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["progress"]["step"] == 12
