@@ -19,7 +19,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """torch.save to a temp file beside ``path``, fsync, then rename over it.
 
     A crash or a full disk mid-write leaves the previous checkpoint untouched; the
-    partial temp file is removed and the error propagates.
+    partial temp file is removed and the error propagates. A process killed mid-write
+    cannot remove its temp file: the next successful save of ``path`` does.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,6 +34,13 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _remove_stale_temps(path)
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temp files of ``path`` left by killed writers (one writer per run at a time)."""
+    for stale in path.parent.glob(f".{path.name}.tmp*"):
+        stale.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 from dataclasses import fields
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Sequence, get_type_hints
 
@@ -78,8 +79,9 @@ def given_flags(args: argparse.Namespace) -> list[str]:
 
 # ---------------------------------------------------------------------- commands
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from . import rundir
+    from . import dist, rundir
 
+    timeout = dist.timeout_from_env()  # checked before anything is written
     if args.resume:
         run_dir = Path(args.resume)
         if args.run_dir and Path(args.run_dir).resolve() != run_dir.resolve():
@@ -107,9 +109,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
             made = not run_dir.exists()
         elif os.environ.get("RANK", "0") == "0":  # only the rank that writes claims a directory
             run_dir, made = rundir.claim_run_dir(args.runs_dir, cfg.dataset, cfg.backbone), True
-        else:
-            run_dir, made = Path(args.runs_dir) / rundir.generate_run_name(args.runs_dir, cfg.dataset, cfg.backbone), False
-    return _run_pretrain(cfg, run_dir, args.resume is not None, made)
+        else:  # other ranks never write the run directory
+            run_dir = Path(args.runs_dir) / rundir.generate_run_name(args.runs_dir, cfg.dataset, cfg.backbone)
+            made = False
+    return _run_pretrain(cfg, run_dir, args.resume is not None, made, timeout)
 
 
 def check_free(run_dir: Path, resume: bool) -> None:
@@ -124,13 +127,14 @@ def check_free(run_dir: Path, resume: bool) -> None:
         raise UsageError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --run-dir")
 
 
-def _run_pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, made: bool) -> int:
+def _run_pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, made: bool, timeout: timedelta) -> int:
     """Train on rank 0 while holding the run directory (`rundir.hold_run_dir`); ``made``: this
-    process created the directory, so set-up errors remove it again."""
+    process created the directory, so set-up errors remove it again; ``timeout``: how long
+    collectives wait for a silent rank."""
     from . import dist, rundir
     from .trainer import pretrain
 
-    dist.init_from_env(timeout=dist.timeout_from_env())
+    dist.init_from_env(timeout=timeout)
     try:
         with rundir.hold_run_dir(run_dir) if dist.is_main() else contextlib.nullcontext():
             if dist.is_main():
@@ -245,8 +249,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         last: dict[str, float] = {}
         if not is_job:
             for r in read_metrics(run.path / "metrics.jsonl")[0]:
-                if "job" not in r:
-                    last[r["tag"]] = r["value"]
+                if "job" not in r and isinstance(r["tag"], str) and isinstance(r["value"], (int, float)):
+                    last[r["tag"]] = r["value"]  # a garbage record is skipped, as the TUI does
             # a run's best evaluation result, from its jobs' result files
             tops = [(read_json(f) or {}).get("test_top1") for f in (run.path / "eval").glob("*.json")]
             top1 = max((t for t in tops if isinstance(t, (int, float))), default=None)

@@ -120,7 +120,7 @@ class ImageSource:
                 if d.is_dir():
                     for cls in sorted(p for p in d.iterdir() if p.is_dir()):
                         for f in sorted(cls.iterdir()):
-                            if f.suffix.lower() in IMAGE_EXTS:
+                            if f.suffix.lower() in IMAGE_EXTS and f.is_file():  # a FIFO would block
                                 out.append((cls.name, str(f)))
                     break
         return sorted(out)
@@ -169,10 +169,10 @@ def _decode_all(source: ImageSource, size: int) -> TensorData:
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             keep[i] = False
             bad.append(source.items[i][0])
+    if not keep.any():  # the error alone: one line, as every exit-2 error
+        raise DataError(f"none of the {n} images under {source.root} could be decoded")
     if bad:
         print(f"warning: skipped {len(bad)} unreadable image(s), first: {bad[0]}", file=sys.stderr)
-    if not keep.any():
-        raise DataError(f"none of the {n} images under {source.root} could be decoded")
     labels = np.array([lab for _, lab in source.items], dtype=np.int64)[keep]
     tensor = torch.from_numpy(images[keep]).permute(0, 3, 1, 2).contiguous()
     return TensorData(tensor, torch.from_numpy(labels), source.classes)
@@ -324,20 +324,32 @@ class ImageListDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         if self.source is not None:
-            try:
-                img = self.source.open(i)
-            except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-                # documented handling: an unreadable image is replaced by its neighbour
-                img = self.source.open((i + 1) % len(self.source))
-            return self.transform(img), self.source.items[i][1]
+            img, j = self._open_readable(i)
+            return self.transform(img), self.source.items[j][1]
         img, label = self.tv[i]
         return self.transform(img.convert("RGB")), int(label)
+
+    def _open_readable(self, i: int) -> tuple[Image.Image, int]:
+        """Image i, or (documented handling) the next readable one after it, with its index."""
+        n = len(self.source)
+        for k in range(n):
+            j = (i + k) % n
+            try:
+                return self.source.open(j), j
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+                continue
+        raise DataError(f"none of the {n} images under {self.source.root} could be decoded")
 
 
 def has_test_split(dataset: str, data_dir: str | Path) -> bool:
     if dataset != "folder":
         return True
     root = Path(data_dir)
+    if root.is_file() and root.suffix == ".zip":  # one zip holding train/ and test/
+        try:
+            return len(ImageSource(root, "test")) > 0
+        except DataError:
+            return False
     return any((root / n).is_dir() or (root / f"{n}.zip").is_file() for n in SPLIT_NAMES["test"])
 
 

@@ -135,6 +135,29 @@ def init_from_env(
     return True
 
 
+#: default of SIMCLR_DIST_TIMEOUT: the longest a rank may be silent (a checkpoint save on
+#: rank 0, a slow first step) before the others give up on it
+DEFAULT_TIMEOUT_SECONDS = 1800.0
+
+
+def timeout_from_env() -> timedelta:
+    """How long collectives wait for a rank that went silent: SIMCLR_DIST_TIMEOUT seconds.
+
+    A rank that dies is noticed at once on one machine (its sockets close); one that hangs,
+    or a machine that vanishes, is given up on after this long, and the run fails.
+    """
+    text = os.environ.get("SIMCLR_DIST_TIMEOUT", "").strip()
+    if not text:
+        return timedelta(seconds=DEFAULT_TIMEOUT_SECONDS)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 1e8:
+        raise ValueError(f"SIMCLR_DIST_TIMEOUT must be a positive number of seconds (got {text!r})")
+    return timedelta(seconds=seconds)
+
+
 def cleanup() -> None:
     """Tears the process group down; does nothing outside a group."""
     if is_dist():

@@ -283,7 +283,8 @@ def eval_job_name(kind: str, checkpoint: str, dataset_tag: str | None = None,
 
 def check_run_name(name: str) -> str:
     """A run name is one path component of letters, digits, '.', '_' and '-'."""
-    if not _NAME_RE.match(name) or name in (".", "..") or ".." in name:
+    # fullmatch: with match(), "$" also matches before a trailing newline ("x\n" got in)
+    if not _NAME_RE.fullmatch(name) or name in (".", "..") or ".." in name:
         raise ValueError(f"run name {name!r} is not allowed: use letters, digits, '.', '_' and '-' (no '/' or '..')")
     return name
 
@@ -306,6 +307,55 @@ def generate_run_name(runs_dir: str | Path, dataset: str, backbone: str) -> str:
     while (Path(runs_dir) / name).exists():
         name, i = f"{base}-{i}", i + 1
     return name
+
+
+def claim_run_dir(runs_dir: str | Path, dataset: str, backbone: str) -> Path:
+    """Create a new run directory with a generated name and return it.
+
+    ``mkdir`` is atomic: of several launches in the same second (a sweep started from a
+    shell loop) each gets its own directory, where a name merely checked to be free would
+    be given to all of them.
+    """
+    root = Path(runs_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    while True:
+        path = root / generate_run_name(root, dataset, backbone)
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue  # taken between the check and the mkdir: the next name
+
+
+class RunBusyError(RuntimeError):
+    """Another process is writing this run directory."""
+
+
+@contextlib.contextmanager
+def hold_run_dir(run_dir: str | Path) -> Iterator[None]:
+    """Hold the run directory exclusively for as long as this process writes it.
+
+    An advisory ``flock`` on the run's stdout.log (created if missing; nothing ever
+    replaces it, and the folder itself carries the metrics lock): a second runner started
+    on the same directory gets RunBusyError instead of interleaving its files with the
+    first. The kernel drops the lock when the process ends, however it ends, so a crashed
+    run never leaves a stale lock behind.
+    """
+    path = Path(run_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / "stdout.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunBusyError(f"{path} is being written by another process right now; wait for it "
+                                   f"to end (or stop it), or choose another run directory") from None
+            except OSError:  # a filesystem without locks (some network mounts): go on unguarded
+                pass
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 @dataclass
@@ -339,7 +389,18 @@ def iter_runs(runs_dir: str | Path, jobs: bool = False) -> Iterator[RunInfo]:
         if not p.is_dir() or not ((p / "status.json").exists() or (p / "config.json").exists()):
             continue
         yield read_run(p)
-        if jobs and (p / "eval").is_dir():
-            for j in sorted((p / "eval").iterdir()):
-                if j.is_dir() and (j / "status.json").exists():
-                    yield read_run(j)
+        if jobs:
+            for j in list_jobs(p):
+                yield read_run(j)
+
+
+def list_jobs(run_dir: Path) -> list[Path]:
+    """The evaluation job folders of a run (``NAME/eval/JOB/`` holding status.json), by name.
+
+    A run deleted while it is listed has no jobs, rather than failing the whole listing.
+    """
+    try:
+        folders = sorted((run_dir / "eval").iterdir())
+    except OSError:  # no eval/ folder, or the run went away meanwhile
+        return []
+    return [j for j in folders if j.is_dir() and (j / "status.json").exists()]

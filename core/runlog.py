@@ -148,11 +148,16 @@ class RunLog:
         except OSError as e:  # e.g. the disk is still full: say so, readers will see it crashed
             self.say(f"could not record the failure in status.json: {e}")
         self.say(f"failed: {error}")
-        self.close()
+        try:
+            self.close()
+        except OSError as e:  # a full disk: the line that could not be written is lost, the rest is there
+            self.say(f"could not close metrics.jsonl: {e}")
 
     def close(self) -> None:
         if getattr(self, "metrics", None) is not None:
-            self.metrics.close()
-            self.tb.close()
-            self.metrics = None
+            metrics, self.metrics = self.metrics, None
+            try:
+                metrics.close()  # flushes: raises if the disk is full
+            finally:
+                self.tb.close()
 

@@ -15,8 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="the runs directory (default: runs)")
     p.add_argument("--demo", action="store_true",
                    help="start a tiny synthetic run (preset tiny, offline, seconds long) and watch it")
-    p.add_argument("--poll", type=float, default=1.0, metavar="SECONDS",
-                   help="how often to re-read the runs directory (default: 1.0)")
+    p.add_argument("--poll", type=float, default=0.5, metavar="SECONDS",
+                   help="how often to re-read the runs directory (default: 0.5)")
     return p
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from core.rundir import LIVE_STATES, RunInfo, iter_runs, read_json, read_run
+from core.rundir import LIVE_STATES, RunInfo, iter_runs, list_jobs, read_json, read_run
 
 from .series import Series, SeriesData, sparkline
 
@@ -416,10 +416,8 @@ def _iter_runs_carefully(runs_dir: Path) -> Iterator[RunInfo]:
     for p in sorted(runs_dir.iterdir()):
         if p.is_dir() and ((p / "status.json").exists() or (p / "config.json").exists()):
             yield one(p)
-            if (p / "eval").is_dir():
-                for j in sorted((p / "eval").iterdir()):
-                    if j.is_dir() and (j / "status.json").exists():
-                        yield one(j)
+            for j in list_jobs(p):
+                yield one(j)
 
 
 def _parent_key(key: str) -> str | None:

@@ -163,7 +163,11 @@ class RunDetailScreen(Screen):
     def _summary(self, view: RunView | None) -> None:
         summary = self.query_one("#detail-summary", Static)
         if view is None:
-            summary.update(Text(f"{self.key}\nwaiting for the run to write status.json…", style="dim"))
+            if (self.app.runs_dir / self.key).is_dir():
+                summary.update(Text(f"{self.key}\nwaiting for the run to write status.json…", style="dim"))
+            else:
+                summary.update(Text(f"{self.key}\ngone: {self.app.runs_dir / self.key} no longer exists "
+                                    f"(deleted?); esc goes back", style="bold red"))
             return
         t = Text()
         t.append(view.name, style="bold")

@@ -1,0 +1,93 @@
+"""`python -m core` with one fault injected, for tests/test_reliability.py.
+
+    python tests/fault_runner.py FAULT pretrain ...        (also under torchrun)
+
+FAULT is one of:
+
+* ``kill-in-save:N`` -- the N-th checkpoint save writes half of the checkpoint into its temp
+  file, fsyncs it, and the process SIGKILLs itself (a crash in the middle of `torch.save`);
+* ``kill-rank:R:S`` -- rank R SIGKILLs itself after its S-th optimizer step (a DDP worker
+  dying mid-training);
+* ``hang-rank:R:S`` -- rank R SIGSTOPs itself after its S-th step (a worker that hangs, or a
+  machine that drops off the network: its sockets stay open).
+
+Rank faults print ``fault_runner: rank R pid P: ... at UNIX_TIME`` to stderr first.
+
+The faults are injected by patching functions of `core` in this process only, so the
+production code carries no test hooks.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from core import checkpoint, cli, dist, trainer
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def hang() -> None:
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def kill_in_save(n: int) -> None:
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def save(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] != n:
+            return real_save(obj, f, *args, **kwargs)
+        buf = io.BytesIO()
+        real_save(obj, buf, *args, **kwargs)
+        data = buf.getvalue()
+        f.write(data[: len(data) // 2])
+        f.flush()
+        os.fsync(f.fileno())
+        die()
+
+    checkpoint.torch.save = save
+
+
+def at_rank_step(rank: int, step: int, fault) -> None:
+    real_stop_agreed = trainer.stop_agreed
+    calls = {"n": 0}
+
+    def stop_agreed(flag):
+        calls["n"] += 1
+        if calls["n"] == step and dist.get_rank() == rank:
+            print(f"fault_runner: rank {rank} pid {os.getpid()}: {fault.__name__} after step {step} "
+                  f"at {time.time():.3f}", file=sys.stderr, flush=True)
+            fault()
+        return real_stop_agreed(flag)
+
+    trainer.stop_agreed = stop_agreed
+
+
+def main(argv: list[str]) -> int:
+    fault, *args = argv
+    kind, *params = fault.split(":")
+    if kind == "kill-in-save":
+        kill_in_save(int(params[0]))
+    elif kind == "kill-rank":
+        at_rank_step(int(params[0]), int(params[1]), die)
+    elif kind == "hang-rank":
+        at_rank_step(int(params[0]), int(params[1]), hang)
+    else:
+        raise SystemExit(f"unknown fault {fault!r}")
+    return cli.main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
