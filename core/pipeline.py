@@ -26,6 +26,7 @@ from .augment import (
 )
 from .config import PretrainConfig
 from .data import ImageListDataset, TensorData, batches, load_tensor_split, stats_for
+from .models import inference_copy
 
 
 def augment_config(cfg: PretrainConfig) -> AugmentConfig:
@@ -148,9 +149,15 @@ def labelled_split(cfg: PretrainConfig, split: str, max_images: int | None = Non
 @torch.inference_mode()
 def encode(encoder: torch.nn.Module, data, cfg: PretrainConfig, device: torch.device,
            batch_size: int = 512, workers: int = 0) -> tuple[Tensor, Tensor]:
-    """Frozen-encoder features h (N, D) float32 and labels (N,) for a labelled split."""
+    """Frozen-encoder features h (N, D) float32 and labels (N,) for a labelled split.
+
+    The encoder runs in eval mode, with its BatchNorms folded into its convolutions and in
+    channels_last (``core.models.inference_copy``); ``encoder`` itself is left as it was.
+    """
     was_training = encoder.training
     encoder.eval()
+    net = inference_copy(encoder)
+    layout = torch.channels_last if net is not encoder else torch.contiguous_format
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     feats, labels = [], []
     if isinstance(data, TensorData):
@@ -158,13 +165,13 @@ def encode(encoder: torch.nn.Module, data, cfg: PretrainConfig, device: torch.de
         for i in range(0, len(data), batch_size):
             x = normalize_batch(data.images[i:i + batch_size].to(device), acfg)
             with torch.autocast(**amp):
-                feats.append(encoder(x).float())
+                feats.append(net(x.contiguous(memory_format=layout)).float())
         labels_t = data.labels.to(device)
     else:
         loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=workers)
         for x, y in loader:
             with torch.autocast(**amp):
-                feats.append(encoder(x.to(device)).float())
+                feats.append(net(x.to(device).contiguous(memory_format=layout)).float())
             labels.append(y)
         labels_t = torch.cat(labels).to(device)
     encoder.train(was_training)
