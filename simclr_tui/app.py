@@ -32,6 +32,7 @@ from .screens.compare import CompareScreen
 from .screens.detail import RunDetailScreen
 from .screens.dialogs import ConfirmScreen, EvalDialog
 from .screens.help import HelpScreen
+from .screens.live import LiveScreen
 from .screens.new_run import NewRunScreen
 from .screens.runs import RunsScreen
 from .store import RunDetail, RunStore, RunView
@@ -148,9 +149,7 @@ class SimclrApp(App):
             self.notify(snap.error, severity="error", timeout=10)
         for ex in message.exits:
             self._report_exit(ex)
-        for screen in self.screen_stack:
-            if hasattr(screen, "refresh_runs"):
-                screen.refresh_runs()
+        self._refresh_live_screens()
         self.polls += 1
         self.render_seconds.append(time.perf_counter() - t0)
         soon = snap.backlog or self._poll_again
@@ -325,8 +324,11 @@ class SimclrApp(App):
         self._tb_changed()
 
     def _tb_changed(self) -> None:
+        self._refresh_live_screens()
+
+    def _refresh_live_screens(self) -> None:
         for screen in self.screen_stack:
-            if hasattr(screen, "refresh_runs"):
+            if isinstance(screen, LiveScreen):
                 screen.refresh_runs()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

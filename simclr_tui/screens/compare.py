@@ -7,14 +7,13 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, VerticalScroll
-from textual.css.query import NoMatches
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 
 from .. import fmt
 from ..series import SeriesData, smooth
 from ..store import RunView
 from ..widgets.plot import Line, MetricPlot
+from .live import LiveScreen
 
 MISSING = object()
 
@@ -51,7 +50,7 @@ def final(series: dict[str, SeriesData], tag: str) -> float | None:
     return s.last if s is not None else None
 
 
-class CompareScreen(Screen):
+class CompareScreen(LiveScreen):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"),
                 Binding("1", "tab('summary')", "Summary"), Binding("2", "tab('curves')", "Curves")]
 
@@ -95,15 +94,6 @@ class CompareScreen(Screen):
         self.query_one("#compare-tabs", TabbedContent).active = tab
 
     # .................................................................. rendering
-    def refresh_runs(self) -> None:
-        """Show the app's latest snapshot (called after every poll)."""
-        if not self.is_mounted:
-            return
-        try:
-            self._refresh_runs()
-        except NoMatches:
-            pass  # being composed or torn down: the next poll draws it
-
     def _refresh_runs(self) -> None:
         runs, details = self.app.runs, self.app.details
         views = [runs.get(k) for k in self.keys]

@@ -10,8 +10,6 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal
-from textual.css.query import NoMatches
-from textual.screen import Screen
 from textual.widgets import (
     DataTable,
     Footer,
@@ -27,6 +25,7 @@ from ..series import SeriesData, smooth, sparkline
 from ..store import RunDetail, RunView
 from ..widgets.log_tail import LogTail
 from ..widgets.plot import Line, MetricPlot
+from .live import LiveScreen
 
 #: the panels of each kind of job: (id, title, y label)
 PANELS = {
@@ -72,7 +71,7 @@ def panel_lines(family: str, series: dict[str, SeriesData]) -> dict[str, list[Li
     return out
 
 
-class RunDetailScreen(Screen):
+class RunDetailScreen(LiveScreen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("x", "stop", "Stop"),
@@ -138,15 +137,6 @@ class RunDetailScreen(Screen):
                 ("Clone this run", "New-run form with this config", self.action_clone)]
 
     # .................................................................. rendering
-    def refresh_runs(self) -> None:
-        """Show the app's latest snapshot (called after every poll)."""
-        if not self.is_mounted:
-            return
-        try:
-            self._refresh_runs()
-        except NoMatches:
-            pass  # being composed or torn down: the next poll draws it
-
     def _refresh_runs(self) -> None:
         view = self.run
         detail = self.app.details.get(self.key)

@@ -9,13 +9,12 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.css.query import NoMatches
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 from textual.widgets.data_table import CellDoesNotExist
 
 from .. import fmt
 from ..store import RunView
+from .live import LiveScreen
 
 
 def _num_key(x: float | None) -> tuple[int, float]:
@@ -66,7 +65,7 @@ def row_cells(view: RunView, selected: bool, nested: bool = False) -> list[Any]:
     return [Text(raw[k], justify="right") if k in right else raw[k] for k, *_ in COLUMNS]
 
 
-class RunsScreen(Screen):
+class RunsScreen(LiveScreen):
     """Sort by any column (click its header or press s), filter with /, select with space."""
 
     BINDINGS = [
@@ -122,15 +121,6 @@ class RunsScreen(Screen):
                                            for w in words)]
         sort_key = next(c[2] for c in COLUMNS if c[0] == self.sort_column)
         return sorted(runs, key=lambda v: (sort_key(v), v.key), reverse=self.sort_reverse)
-
-    def refresh_runs(self) -> None:
-        """Show the app's latest snapshot (called after every poll)."""
-        if not self.is_mounted:
-            return
-        try:
-            self._refresh_runs()
-        except NoMatches:
-            pass  # being composed or torn down: the next poll draws it
 
     def _refresh_runs(self) -> None:
         table = self.query_one("#runs", DataTable)
