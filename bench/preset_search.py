@@ -34,6 +34,9 @@ CANDIDATES = {
     "w16-b128-adam-t0.5": ["--width", "16", "--batch-size", "128", *ADAM, "--temperature", "0.5"],
     "w8-b128-adam-t0.2": ["--width", "8", "--batch-size", "128", *ADAM, "--temperature", "0.2"],
     "w32-b128-adam-t0.2": ["--width", "32", "--batch-size", "128", *ADAM, "--temperature", "0.2"],
+    # resolution: fewer pixels buy more steps (features are then extracted at that size too)
+    "w16-b128-adam-t0.2-24px": ["--width", "16", "--batch-size", "128", *ADAM, "--temperature", "0.2", "--image-size", "24"],
+    "w16-b128-adam-t0.2-16px": ["--width", "16", "--batch-size", "128", *ADAM, "--temperature", "0.2", "--image-size", "16"],
 }
 
 

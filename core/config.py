@@ -150,7 +150,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # Chosen by measurement on two CPU cores; docs/PRESETS.md records the search.
     "cifar10-cpu": dict(
-        dataset="cifar10", backbone="resnet18", width=16, image_size=32, batch_size=128,
+        dataset="cifar10", backbone="resnet18", width=16, image_size=24, batch_size=128,
         epochs=100, time_budget=10.0, optimizer="adam", lr=2e-3, lr_scaling="none",
         weight_decay=1e-6, temperature=0.2, warmup_epochs=0.25, jitter_strength=0.5,
         knn_every=1, checkpoint_every=0,
