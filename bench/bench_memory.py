@@ -8,7 +8,7 @@ temporary run directory; its peak RSS is the kernel's ``ru_maxrss`` for that chi
 peak happens. Rows:
 
 * ``import only``: ``python -c "import core.trainer"``, the floor every run starts from;
-* ``cifar10-cpu``: the CPU preset (ResNet-18 width 16, batch 256) on CIFAR-10 from the class-
+* ``cifar10-cpu``: the CPU preset (ResNet-18 width 16, 24 px, batch 128) on CIFAR-10 from the class-
   folder zips for ``--steps`` steps, then, as every run that stops mid-epoch, the kNN monitor
   (10,000 train + 10,000 test images) and a checkpoint;
 * ``cifar10-resnet18``: the paper's recipe (width 64, batch 512) for 2 steps, monitor off
@@ -18,7 +18,7 @@ peak happens. Rows:
 
 The decoded images come from the on-disk cache (``~/.cache/simclr-tui``); the first run ever
 decodes the JPEGs (~15 s) and its peak includes that. The TUI's memory is measured by
-``bench/bench_tui.py``.
+``bench/bench_tui.py``. The measured numbers are in docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations

@@ -77,8 +77,8 @@ def keep_freed_memory() -> bool:
     activation memory in again, page by page: on 2 cores, 0.35 s of a 0.9 s step at width
     16 and 2.8 s of a 9.4 s step at width 64 (batch 256) were the kernel zeroing pages.
     With mmap off, trimming at 1 GiB and one arena, the freed blocks are reused: steps got
-    1.2x faster, and the peak resident memory grew by what the heap cannot reuse (the
-    cifar10-cpu preset 1.8 -> 2.2 GB, width 64 at batch 512 5.7 -> 9.7 GB; docs/BENCHMARKS.md).
+    1.2x faster, and the peak resident memory grew by what the heap cannot reuse (ResNet-18
+    width 16 at batch 256, 32 px, 1.8 -> 2.2 GB, width 64 at batch 512 5.7 -> 9.7 GB; docs/BENCHMARKS.md).
     ``SIMCLR_KEEP_FREED_MEMORY=0`` in the environment turns it off. Returns whether it applied.
     """
     import ctypes
