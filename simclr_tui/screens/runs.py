@@ -41,6 +41,20 @@ COLUMNS: list[tuple[str, str, Callable[[RunView], Any], bool]] = [
 SORTABLE = [c[0] for c in COLUMNS if c[0] not in ("sel", "spark")]
 
 
+def order_runs(runs: list[RunView], column: str, reverse: bool = False) -> list[RunView]:
+    """The table's row order for a sort column.
+
+    By name, each run's evaluation jobs follow it directly, in name order, whichever way the
+    runs go (a plain string sort would put "a-b" between "a" and "a/eval/x"). By any other
+    column, every row is placed by its own value, name breaking ties.
+    """
+    if column == "name":
+        jobs_in_order = sorted(runs, key=lambda v: (v.parent is not None, v.key))
+        return sorted(jobs_in_order, key=lambda v: v.parent or v.key, reverse=reverse)  # stable
+    sort_key = next(c[2] for c in COLUMNS if c[0] == column)
+    return sorted(runs, key=lambda v: (sort_key(v), v.key), reverse=reverse)
+
+
 def row_cells(view: RunView, selected: bool, nested: bool = False) -> list[Any]:
     """The table cells of one run (strings or Rich Text), in COLUMNS order.
 
@@ -119,8 +133,7 @@ class RunsScreen(LiveScreen):
             words = self.filter_text.lower().split()
             runs = [v for v in runs if all(w in f"{v.key} {v.kind} {v.display_state} {v.dataset} {v.backbone}".lower()
                                            for w in words)]
-        sort_key = next(c[2] for c in COLUMNS if c[0] == self.sort_column)
-        return sorted(runs, key=lambda v: (sort_key(v), v.key), reverse=self.sort_reverse)
+        return order_runs(runs, self.sort_column, self.sort_reverse)
 
     def _refresh_runs(self) -> None:
         table = self.query_one("#runs", DataTable)
