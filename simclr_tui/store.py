@@ -365,7 +365,9 @@ class RunStore:
             if acc is not None:
                 accs.append(acc)
 
-        epoch, total_epochs = _num(st.get("epoch")), _num(st.get("total_epochs") or cfg.get("epochs"))
+        # a baseline's status says 0 epochs; its config keeps the epochs of the run it copied
+        planned = st.get("total_epochs") if st.get("total_epochs") is not None else cfg.get("epochs")
+        epoch, total_epochs = _num(st.get("epoch")), _num(planned)
         step, total_steps = _int(st.get("step")), _int(st.get("total_steps"))
         if total_steps:
             progress = min(1.0, (step or 0) / total_steps)

@@ -203,6 +203,15 @@ def test_running_run_eta_and_partial_line_is_not_damage(tmp_path):
     assert view.progress == 0.5 and view.elapsed == pytest.approx(100, abs=1)
 
 
+def test_baseline_shows_its_zero_epochs_not_the_copied_configs(tmp_path):
+    make_run(tmp_path, "pixels", kind="baseline", epoch=0, step=0, total_steps=None,
+             total_epochs=0, config={"dataset": "cifar10", "backbone": "resnet18", "epochs": 100})
+    make_run(tmp_path, "run", config={"dataset": "cifar10", "epochs": 100}, total_epochs=None, total_steps=None)
+    views = RunStore(tmp_path).poll().views
+    assert views["pixels"].total_epochs == 0 and views["pixels"].progress == 1.0
+    assert views["run"].total_epochs == 100  # no plan in the status yet: the config's
+
+
 def test_result_accuracy_is_the_test_top1():
     assert result_accuracy({"test_top1": 0.5, "test_top5": 0.9, "fit": {"holdout_top1": 0.8}}) == 0.5
     assert result_accuracy({"metrics": {"test_top1": 0.25}}) == 0.25
