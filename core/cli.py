@@ -239,7 +239,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     table.add_column("name", no_wrap=True, min_width=min(32, max((len(r.name) + 2 for r in runs), default=4)))
     widths = {"kind": 8, "state": 8, "epoch": 5, "loss": 5, "kNN": 5, "top-1": 5}
     for col in ("kind", "state", "data/model", "epoch", "loss", "kNN", "top-1"):
-        table.add_column(col, no_wrap=True, min_width=widths.get(col), overflow="ellipsis",
+        # data/model is the one column rich may narrow (it never wraps: no spaces, ellipsis);
+        # with every column no_wrap, rich would cut the last one, top-1, instead
+        table.add_column(col, no_wrap=col != "data/model", min_width=widths.get(col), overflow="ellipsis",
                          max_width=16 if col == "data/model" else None,
                          justify="right" if col in ("epoch", "loss", "kNN", "top-1") else "left")
     for run in runs:
@@ -255,7 +257,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
             tops = [(read_json(f) or {}).get("test_top1") for f in (run.path / "eval").glob("*.json")]
             top1 = max((t for t in tops if isinstance(t, (int, float))), default=None)
         else:
-            top1 = (read_json(run.path.with_suffix(".json")) or {}).get("test_top1")
+            # not with_suffix(".json"): "finetune-0.1-last" would become "finetune-0.json"
+            top1 = (read_json(run.path.parent / f"{run.path.name}.json") or {}).get("test_top1")
         epoch = f"{st.get('epoch', '')}/{st.get('total_epochs', '')}" if kind == "pretrain" else ""
         table.add_row(
             f"└ {run.name}" if is_job else run.name, kind, f"[{colours.get(run.state, 'white')}]{run.state}[/]",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,6 +135,14 @@ def test_baselines_and_results_table(tmp_path: Path, capsys) -> None:
     assert lines[at][-1] == lines[at + 1][-1] == f"{simclr['test_top1']:.3f}"
     pixels_row = next(cells for cells in lines if cells[:1] == ["pixels"])
     assert pixels_row[1] == "baseline" and pixels_row[-1] == f"{pixels['test_top1']:.3f}"
+
+    # a job whose name has a dot in it (finetune-0.1-last) still finds its result file
+    shutil.copytree(run / "eval" / "linear-last", run / "eval" / "finetune-0.1-last")
+    result = {**simclr, "kind": "finetune", "job": "finetune-0.1-last", "test_top1": 0.987}
+    (run / "eval" / "finetune-0.1-last.json").write_text(json.dumps(result))
+    assert main(["runs", "--runs-dir", str(runs)]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert next(cells for cells in lines if cells[1:2] == ["finetune-0.1-last"])[-1] == "0.987"
 
 
 def test_sigterm_stops_the_job_cleanly(tmp_path: Path) -> None:
