@@ -229,7 +229,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .rundir import iter_runs, read_json, read_metrics
+    from .rundir import iter_runs, job_result_path, read_json, read_metrics
 
     colours = {"running": "green", "finished": "blue", "failed": "red", "crashed": "red",
                "stopped": "yellow", "damaged": "magenta", "starting": "green"}
@@ -257,8 +257,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             tops = [(read_json(f) or {}).get("test_top1") for f in (run.path / "eval").glob("*.json")]
             top1 = max((t for t in tops if isinstance(t, (int, float))), default=None)
         else:
-            # not with_suffix(".json"): "finetune-0.1-last" would become "finetune-0.json"
-            top1 = (read_json(run.path.parent / f"{run.path.name}.json") or {}).get("test_top1")
+            top1 = (read_json(job_result_path(run.path)) or {}).get("test_top1")
         epoch = f"{st.get('epoch', '')}/{st.get('total_epochs', '')}" if kind == "pretrain" else ""
         table.add_row(
             f"└ {run.name}" if is_job else run.name, kind, f"[{colours.get(run.state, 'white')}]{run.state}[/]",

@@ -267,6 +267,14 @@ def truncate_metrics_after(path: str | Path, step: int, tags_prefixes: tuple[str
 
 
 # ---------------------------------------------------------------------- naming and listing
+def job_result_path(job_dir: Path) -> Path:
+    """An evaluation job's result file, beside its folder: NAME/eval/<job>/ -> NAME/eval/<job>.json.
+
+    Not ``with_suffix``: job names hold dots (``finetune-0.1-last``).
+    """
+    return job_dir.parent / f"{job_dir.name}.json"
+
+
 def eval_job_name(kind: str, checkpoint: str, dataset_tag: str | None = None,
                   label_fraction: float | None = None) -> str:
     """The folder of an evaluation job under NAME/eval/ (and its result NAME/eval/<job>.json).

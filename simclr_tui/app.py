@@ -23,7 +23,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
-from core.rundir import generate_run_name
+from core.rundir import generate_run_name, job_result_path
 
 from .commands import RunCommands
 from .launcher import Exited, Launched, Launcher, LaunchError, log_tail
@@ -289,7 +289,7 @@ class SimclrApp(App):
             if path.exists():
                 shutil.rmtree(path)
         if view.parent:  # an eval job: its result file sits next to its folder
-            (path.parent / f"{path.name}.json").unlink(missing_ok=True)
+            job_result_path(path).unlink(missing_ok=True)
         self.post_message(RunDeleted(view.key))
 
     @on(RunDeleted)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from core.rundir import LIVE_STATES, RunInfo, iter_runs, list_jobs, read_json, read_run
+from core.rundir import LIVE_STATES, RunInfo, iter_runs, job_result_path, list_jobs, read_json, read_run
 
 from .series import Series, SeriesData, sparkline
 
@@ -360,7 +360,7 @@ class RunStore:
         accs = [s.vmax for t, s in series.items() if t.split("@")[0] in ACC_TAGS and s.vmax is not None]
         result = None
         if is_job:
-            result = read_json(info.path.parent / f"{info.path.name}.json")
+            result = read_json(job_result_path(info.path))
             acc = result_accuracy(result)
             if acc is not None:
                 accs.append(acc)

@@ -27,6 +27,7 @@ from ..rundir import (
     StatusFile,
     atomic_write_json,
     effective_state,
+    job_result_path,
     read_json,
 )
 
@@ -47,7 +48,7 @@ class EvalJob:
     def __init__(self, run_dir: Path, name: str, kind: str, checkpoint: str) -> None:
         self.run_dir, self.name, self.kind, self.checkpoint = Path(run_dir), name, kind, checkpoint
         self.dir = self.run_dir / "eval" / name
-        self.result_path = self.run_dir / "eval" / f"{name}.json"
+        self.result_path = job_result_path(self.dir)
         self.started = time.time()
         self.status: StatusFile | None = None
         self.metrics: MetricsWriter | None = None
