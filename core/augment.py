@@ -872,6 +872,9 @@ class BatchedViews:
         # Rows are picked straight from the uint8 batch: converting it all to float
         # first cost more than the rest of the crop (a 4x larger tensor, out of cache).
         rows = x.reshape(-1, x.shape[-1]).contiguous()
+        # Chunks are written in the grouped order, one contiguous slice each; one gather
+        # at the end puts the views back in the input's order (cheaper on CPU than an
+        # index_copy per chunk).
         out = torch.empty((n, 3, size, size), dtype=torch.float32, device=x.device)
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
@@ -883,14 +886,12 @@ class BatchedViews:
             if kernels is not None:
                 v = blur_with_kernels(v, kernels[start:stop])
             # Back to (rows, columns), normalised on the way.
-            dst = out[start:stop] if source is None else torch.empty_like(out[start:stop])
+            dst = out[start:stop]
             if normalization is not None:
                 torch.mul(v.transpose(2, 3), normalization[0], out=dst).add_(normalization[1])
             else:
                 dst.copy_(v.transpose(2, 3))
-            if source is not None:
-                out.index_copy_(0, source[start:stop], dst)
-        return out
+        return out if source is None else out.index_select(0, torch.argsort(source))
 
 
 def _jitter_groups(p: ViewParams) -> tuple[Tensor, list[int]]:
