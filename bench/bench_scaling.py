@@ -214,7 +214,7 @@ def gpu_rows(args, device: torch.device, data, root: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="CIFAR-10 folder with train.zip")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when visible, else cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--width", type=int, default=16, help="ResNet-18 width for part 1")
     p.add_argument("--batches", default="64,128,256,512,1024", help="part 1 batch sizes (pairs)")
@@ -231,6 +231,8 @@ def main() -> None:
                                                                "scale up (0: the whole epoch)")
     p.add_argument("--gpu-rows-anyway", action="store_true", help="run part 3 on CPU too (checks the script)")
     args = p.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda, but torch sees no CUDA device: run this on a GPU machine, or pass --device cpu")
     args.batches = [int(b) for b in args.batches.split(",")]
     args.loss_ns = [int(n) for n in args.loss_ns.split(",")]
     parts = {int(x) for x in args.parts.split(",")}

@@ -455,7 +455,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="alternations of the sides")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="reference DataLoader workers")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when visible, else cpu")
     p.add_argument("--precision", default="auto", help="ours: auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16")
     p.add_argument("--compile", action="store_true",
                    help="add a side: ours with torch.compile (compile time reported separately)")
@@ -471,6 +471,8 @@ def main() -> None:
                    help="instead of timing: profile 3 of our steps with torch.profiler, print the top ops, "
                         "write a Chrome trace to this file")
     args = p.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda, but torch sees no CUDA device: run this on a GPU machine, or pass --device cpu")
 
     if args.threads:
         torch.set_num_threads(args.threads)
