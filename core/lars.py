@@ -65,7 +65,9 @@ class LARS(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, momentum = group["lr"], group["momentum"]
+            # Tensors that share a rule, a device and a dtype are updated together by
+            # multi-tensor (foreach) ops: a dozen kernels per bucket instead of ten per tensor.
+            buckets: dict[tuple, list[torch.Tensor]] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -75,24 +77,35 @@ class LARS(torch.optim.Optimizer):
                 adapt = included if group["lars_adapt"] is None else group["lars_adapt"]
                 decay = (included if group["apply_weight_decay"] is None
                          else group["apply_weight_decay"])
-
-                g = p.grad
-                if decay:
-                    g = g.add(p, alpha=group["weight_decay"])
-                if adapt:
-                    w_norm = torch.linalg.vector_norm(p)
-                    g_norm = torch.linalg.vector_norm(g)
-                    # torch.where instead of an `if` on the norms: no host sync.
-                    trust = torch.where((w_norm > 0) & (g_norm > 0),
-                                        group["eta"] * w_norm / g_norm, 1.0)
-                    scaled_g = g * (trust * lr)
-                else:
-                    scaled_g = g * lr
-
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
-                v = state["momentum_buffer"]
-                v.mul_(momentum).add_(scaled_g)
-                p.sub_(v * momentum + scaled_g if group["nesterov"] else v)
+                buckets.setdefault((adapt, decay, p.device, p.dtype), []).append(p)
+            for (adapt, decay, _, _), params in buckets.items():
+                self._update(params, group, adapt, decay)
         return loss
+
+    def _update(self, params: list[torch.Tensor], group: dict, adapt: bool, decay: bool) -> None:
+        """One step of the rule above for tensors on one device, with one dtype."""
+        lr, momentum = group["lr"], group["momentum"]
+        grads = [p.grad for p in params]
+        if decay:
+            grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+        if adapt:
+            w_norm = torch.stack(torch._foreach_norm(params))
+            g_norm = torch.stack(torch._foreach_norm(grads))
+            # torch.where instead of an `if` on the norms: no host sync.
+            trust = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, 1.0)
+            scaled = torch._foreach_mul(grads, list((trust * lr).unbind()))
+        else:
+            scaled = torch._foreach_mul(grads, lr)
+        velocity = []
+        for p in params:
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(p)
+            velocity.append(state["momentum_buffer"])
+        torch._foreach_mul_(velocity, momentum)
+        torch._foreach_add_(velocity, scaled)
+        if group["nesterov"]:
+            torch._foreach_add_(scaled, torch._foreach_mul(velocity, momentum))
+            torch._foreach_sub_(params, scaled)
+        else:
+            torch._foreach_sub_(params, velocity)
