@@ -86,16 +86,20 @@ class LARS(torch.optim.Optimizer):
         """One step of the rule above for tensors on one device, with one dtype."""
         lr, momentum = group["lr"], group["momentum"]
         grads = [p.grad for p in params]
-        if decay:
-            grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+        # scaled: the step before momentum; one new tensor per parameter, updated in place
+        scaled = torch._foreach_add(grads, params, alpha=group["weight_decay"]) if decay else None
         if adapt:
             w_norm = torch.stack(torch._foreach_norm(params))
-            g_norm = torch.stack(torch._foreach_norm(grads))
+            g_norm = torch.stack(torch._foreach_norm(grads if scaled is None else scaled))
             # torch.where instead of an `if` on the norms: no host sync.
             trust = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, 1.0)
-            scaled = torch._foreach_mul(grads, list((trust * lr).unbind()))
+            factor: list[torch.Tensor] | float = list((trust * lr).unbind())
         else:
-            scaled = torch._foreach_mul(grads, lr)
+            factor = lr
+        if scaled is None:
+            scaled = torch._foreach_mul(grads, factor)
+        else:
+            torch._foreach_mul_(scaled, factor)
         velocity = []
         for p in params:
             state = self.state[p]
