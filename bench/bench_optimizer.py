@@ -76,7 +76,8 @@ def main() -> None:
     p.add_argument("--widths", default="16,64", help="comma-separated ResNet-18 widths")
     p.add_argument("--steps", type=int, default=20, help="steps per side in each repeat")
     p.add_argument("--repeats", type=int, default=7, help="alternations of the sides")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when visible, else cpu")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto: cuda when visible, else cpu")
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda, but torch sees no CUDA device: run this on a GPU machine, or pass --device cpu")

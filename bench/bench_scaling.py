@@ -214,7 +214,8 @@ def gpu_rows(args, device: torch.device, data, root: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="CIFAR-10 folder with train.zip")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when visible, else cpu")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto: cuda when visible, else cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--width", type=int, default=16, help="ResNet-18 width for part 1")
     p.add_argument("--batches", default="64,128,256,512,1024", help="part 1 batch sizes (pairs)")

@@ -455,7 +455,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="alternations of the sides")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="reference DataLoader workers")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when visible, else cpu")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto: cuda when visible, else cpu")
     p.add_argument("--precision", default="auto", help="ours: auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16")
     p.add_argument("--compile", action="store_true",
                    help="add a side: ours with torch.compile (compile time reported separately)")
