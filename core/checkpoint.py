@@ -43,18 +43,24 @@ def _remove_stale_temps(path: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` (no arbitrary code runs)."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", hint: str | None = None,
+                    mmap: bool = False) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary code runs).
+
+    ``hint`` is what the error tells the user to do instead (default: another checkpoint
+    of the run, or a new run). ``mmap=True`` maps the tensors instead of reading them: a
+    cheap check that the file is whole, before a command writes anything.
+    """
     path = Path(path)
+    hint = hint or f"use another checkpoint in {path.parent} or start a new run"
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; list the run's checkpoints/ folder or train first")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001 - a torn or foreign file fails in many ways
-        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({type(e).__name__}); "
-                              f"resume from another file in {path.parent} or start a new run") from None
+        raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({type(e).__name__}); {hint}") from None
     if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"{path} is not a simclr-tui checkpoint (no 'model' entry)")
+        raise CheckpointError(f"{path} is not a simclr-tui checkpoint (no 'model' entry); {hint}")
     return state
 
 

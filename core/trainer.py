@@ -206,7 +206,8 @@ def pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool = False, argv: lis
     prog = Progress(total_steps=plan_steps(cfg, len(pipe)))
 
     # read the checkpoint before writing anything: a bad one must leave the run as it was
-    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=device) if resume else None
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=device,
+                           hint=resume_hint(run_dir)) if resume else None
     log = RunLog(run_dir, cfg, enabled=dist.is_main(), argv=argv)
     if ckpt is not None:
         model.load_state_dict(clean_state_dict(ckpt["model"]))
@@ -400,6 +401,14 @@ def stop_agreed(stop: dict[str, bool]) -> bool:
     torch.distributed.all_reduce(flag)
     stop["stop"] = bool(flag.item())
     return stop["stop"]
+
+
+def resume_hint(run_dir: Path) -> str:
+    """What to do when a run's last.pt cannot be read: an epoch checkpoint, or a new run."""
+    saved = sorted((run_dir / "checkpoints").glob("epoch_*.pt"))
+    if saved:
+        return f"to resume from an earlier save, copy {saved[-1]} over last.pt; or start a new run"
+    return "start a new run with another --run-dir (no earlier epoch_NNNN.pt to fall back on)"
 
 
 def load_encoder(run_dir: Path, checkpoint: str = "last", prefer_ema: bool = True,

@@ -85,14 +85,35 @@ def test_not_a_run_directory_exits_2(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "nothing").exists()
 
 
+@pytest.mark.parametrize("command", [["linear-eval"], ["knn"], ["finetune", "--label-fraction", "0.1"]])
+@pytest.mark.parametrize("damage", ["junk", "truncated", "not ours"])
+def test_unreadable_checkpoint_is_bad_input(tmp_path: Path, capsys, command: list[str], damage: str) -> None:
+    run = make_run(tmp_path / "run")
+    last = run / "checkpoints" / "last.pt"
+    if damage == "junk":
+        last.write_bytes(b"not a checkpoint")
+    elif damage == "truncated":
+        last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    else:
+        torch.save({"weights": torch.zeros(2)}, last)
+    before = sorted(p.name for p in run.iterdir())
+    assert main([*command, "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"simclr: error: {'checkpoint ' if damage != 'not ours' else ''}{last}") and "\n" not in err
+    assert "--checkpoint epoch_NNNN" in err  # says what to do instead
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
 def test_failure_while_running_exits_1_and_marks_the_job_failed(tmp_path: Path, capsys) -> None:
     run = make_run(tmp_path / "run")
-    (run / "checkpoints" / "last.pt").write_bytes(b"truncated")
+    last = run / "checkpoints" / "last.pt"
+    ckpt = torch.load(last, weights_only=True)
+    torch.save({**ckpt, "model": {"conv1.weight": torch.zeros(1)}}, last)  # whole, but not this model's
     assert main(["linear-eval", "--run-dir", str(run)]) == 1
     status = read(run / "eval" / "linear-last" / "status.json")
-    assert status["state"] == "failed" and "CheckpointError" in status["error"]
+    assert status["state"] == "failed" and "RuntimeError" in status["error"]
     assert not (run / "eval" / "linear-last.json").exists()
-    assert "simclr: failed: CheckpointError" in capsys.readouterr().err
+    assert "simclr: failed: RuntimeError" in capsys.readouterr().err
 
 
 def test_baselines_and_results_table(tmp_path: Path, capsys) -> None:

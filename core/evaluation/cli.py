@@ -156,7 +156,7 @@ def check_data(cfg: PretrainConfig) -> None:
 
 def resolve_target(args: argparse.Namespace, kind: str, label_fraction: float | None = None) -> Target:
     """Every check that can fail on bad input, before anything is written."""
-    from ..checkpoint import checkpoint_path
+    from ..checkpoint import checkpoint_path, load_checkpoint
     from ..trainer import pick_device
     from .job import job_is_live
 
@@ -171,6 +171,10 @@ def resolve_target(args: argparse.Namespace, kind: str, label_fraction: float | 
     elif not checkpoint_path(run_dir, args.checkpoint).is_file():
         raise _usage(f"{checkpoint_path(run_dir, args.checkpoint)} does not exist; "
                      f"list {run_dir / 'checkpoints'} or train first")
+    else:  # whole and ours, checked without reading its tensors
+        load_checkpoint(checkpoint_path(run_dir, args.checkpoint), mmap=True,
+                        hint=f"evaluate another one with --checkpoint epoch_NNNN (see {run_dir / 'checkpoints'}), "
+                             f"or train again")
     cfg, tag = own, None
     dataset, data_dir = getattr(args, "dataset", None), getattr(args, "data_dir", None)
     if dataset or data_dir:
