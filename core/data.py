@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -248,13 +249,33 @@ def _torchvision(name: str, root: Path, split: str):
         return cls(str(root), download=False, **args)
     except RuntimeError:
         pass  # not there yet: try to download it
+    created = _missing_dirs(root)  # the failed download's folders and files are removed again
+    before = set(root.iterdir()) if root.is_dir() else set()
     try:
         return cls(str(root), download=True, **args)
     except Exception as e:  # noqa: BLE001 - network errors come in many types
+        if created:
+            shutil.rmtree(created[-1], ignore_errors=True)
+        elif root.is_dir():
+            for new in set(root.iterdir()) - before:
+                if new.is_dir():
+                    shutil.rmtree(new, ignore_errors=True)
+                else:
+                    new.unlink(missing_ok=True)
         raise DataError(
             f"{name} is not in {root} and could not be downloaded ({type(e).__name__}); "
             f"download it elsewhere and point --data-dir at the folder holding it, "
             f"or use --dataset folder --data-dir <class folders or .zip>") from None
+
+
+def _missing_dirs(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        missing.append(p)
+    return missing
 
 
 def _tv_tensor(ds, name: str) -> TensorData:

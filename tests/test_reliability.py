@@ -580,3 +580,36 @@ def test_hostile_files_are_refused_without_running_their_code(tmp_path):
         assert MARKER.exists()
     finally:
         MARKER.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("root_exists", [False, True])
+def test_failed_download_leaves_no_trace(tmp_path, monkeypatch, root_exists):
+    """No network: one-line DataError, and the folders and partial files it made are gone."""
+    import urllib.error
+
+    import torchvision.datasets as tvd
+
+    from core.data import DataError, load_tensor_split
+
+    class Offline:
+        def __init__(self, root, download=False, **kwargs):
+            if not download:
+                raise RuntimeError("Dataset not found or corrupted.")
+            Path(root).mkdir(parents=True, exist_ok=True)
+            (Path(root) / "cifar-10-python.tar.gz").write_bytes(b"partial")
+            (Path(root) / "cifar-10-batches-py").mkdir()
+            raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(tvd, "CIFAR10", Offline)
+    root = tmp_path / "data" / "cifar"
+    kept = tmp_path / "data" / "cifar" / "notes.txt"
+    if root_exists:
+        root.mkdir(parents=True)
+        kept.write_text("mine")
+    with pytest.raises(DataError, match="could not be downloaded") as err:
+        load_tensor_split("cifar10", root, "train", 32)
+    assert "\n" not in str(err.value)
+    if root_exists:
+        assert sorted(p.name for p in root.iterdir()) == ["notes.txt"] and kept.read_text() == "mine"
+    else:
+        assert not (tmp_path / "data").exists()
