@@ -191,7 +191,12 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         else:
             data = json.loads(text)
     except Exception as e:  # noqa: BLE001 - any parse error becomes one line
-        raise ConfigError(f"cannot parse config file {p}: {str(e).splitlines()[0]}") from None
+        mark = getattr(e, "problem_mark", None)  # yaml
+        line = mark.line + 1 if mark is not None else getattr(e, "lineno", None)  # json
+        where = f" at line {line}" if line else ""
+        problem = getattr(e, "problem", None) or getattr(e, "msg", None) or str(e).splitlines()[0]
+        kind = "YAML" if p.suffix in (".yaml", ".yml") else "JSON"
+        raise ConfigError(f"cannot parse config file {p}{where}: {problem}; fix the {kind} there") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping of key: value pairs")
     return {k.replace("-", "_"): v for k, v in data.items()}

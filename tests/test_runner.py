@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -243,6 +244,19 @@ def test_unknown_config_key(tmp_path):
     res = run_cli("pretrain", "--config", str(tmp_path / "c.json"), "--run-dir", str(tmp_path / "x"), cwd=tmp_path)
     assert res.returncode == 2 and "unknown config key(s): learning_rate" in res.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("c.yaml", "lr: 0.1\nbatch_size: [\n", "c.yaml at line 3: expected the node content"),
+    ("c.json", '{"lr": 0.1,\n "x" 2}', "c.json at line 2: Expecting ':' delimiter; fix the JSON there"),
+])
+def test_unparsable_config_names_the_line(tmp_path, name, text, message):
+    from core.config import ConfigError, load_config_file
+
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        load_config_file(tmp_path / name)
+    assert "\n" not in str(err.value)
 
 
 # ---------------------------------------------------------------------- folder datasets
