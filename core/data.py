@@ -362,6 +362,16 @@ class ImageListDataset(torch.utils.data.Dataset):
         raise DataError(f"none of the {n} images under {self.source.root} could be decoded")
 
 
+def ensure_test_split(dataset: str, data_dir: str | Path) -> None:
+    """A torchvision dataset's test split is in ``data_dir``, or downloaded now.
+
+    For commands that must fail before they write anything (evaluations): without it a
+    missing dataset would only show up inside the job. Raises DataError.
+    """
+    if dataset in ("cifar10", "cifar100", "stl10"):
+        _torchvision(dataset, Path(data_dir), "test")
+
+
 def has_test_split(dataset: str, data_dir: str | Path) -> bool:
     if dataset != "folder":
         return True

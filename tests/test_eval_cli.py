@@ -183,3 +183,29 @@ def test_sigterm_stops_the_job_cleanly(tmp_path: Path) -> None:
     status = read(status_path)
     assert status["state"] == "stopped" and status["pid"] == proc.pid
     assert not (run / "eval" / "linear-last.json").exists()
+
+
+def test_missing_torchvision_dataset_is_bad_input(tmp_path: Path, capsys, monkeypatch) -> None:
+    """No CIFAR-10 in --data-dir and no network: one line, exit 2, before anything is written."""
+    import urllib.error
+
+    import torchvision.datasets as tvd
+
+    class Offline:
+        def __init__(self, root, download=False, **kwargs):
+            if download:
+                raise urllib.error.URLError("no network")
+            raise RuntimeError("Dataset not found or corrupted.")
+
+    monkeypatch.setattr(tvd, "CIFAR10", Offline)
+    data = tmp_path / "data"
+    pixels = tmp_path / "runs" / "pixels"
+    assert main(["baseline", "raw-pixels", "--run-dir", str(pixels), "--dataset", "cifar10",
+                 "--data-dir", str(data)]) == 2
+    run = make_run(tmp_path / "runs" / "simclr")
+    before = sorted(p.name for p in run.iterdir())
+    assert main(["linear-eval", "--run-dir", str(run), "--dataset", "cifar10", "--data-dir", str(data)]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and all(e.startswith("simclr: error: cifar10 is not in") for e in errors)
+    assert not pixels.exists() and not data.exists()
+    assert sorted(p.name for p in run.iterdir()) == before

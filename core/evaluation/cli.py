@@ -146,12 +146,13 @@ def run_config(run_dir: Path) -> PretrainConfig:
 
 
 def check_data(cfg: PretrainConfig) -> None:
-    from ..data import has_test_split
+    from ..data import ensure_test_split, has_test_split
     if cfg.dataset == "folder" and not Path(cfg.data_dir).exists():
         raise _usage(f"--data-dir {cfg.data_dir} does not exist; point it at the folder (or .zip) of class folders")
     if not has_test_split(cfg.dataset, cfg.data_dir):
         raise _usage(f"{cfg.data_dir} has no test split (test/ or val/, or test.zip): evaluation needs "
                      f"held-out labelled images that training never saw")
+    ensure_test_split(cfg.dataset, cfg.data_dir)
 
 
 def resolve_target(args: argparse.Namespace, kind: str, label_fraction: float | None = None) -> Target:
