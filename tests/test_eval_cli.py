@@ -58,6 +58,13 @@ def test_knn_job_matches_knn_on_the_cached_features(tmp_path: Path) -> None:
     assert read(run / "eval" / "knn-last" / "status.json")["kind"] == "knn"
 
 
+def test_knn_with_k_beyond_the_bank_records_the_k_it_used(tmp_path: Path, capsys) -> None:
+    run = make_run(tmp_path / "run")
+    assert main(["knn", "--run-dir", str(run), "--k", "100000"]) == 0
+    assert read(run / "eval" / "knn-last.json")["settings"]["k"] == 2560  # the tiny run's train split
+    assert "every one of them votes (k = 2560)" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv", [
     ["linear-eval", "--checkpoint", "epoch_0007"],
     ["linear-eval", "--checkpoint", "../last"],
