@@ -90,8 +90,8 @@ def knn_eval(job: EvalJob, source: FeatureSource, k: int, temperature: float) ->
     num_classes = max(train.num_classes, test.num_classes)
     classes = train.classes or [str(i) for i in range(num_classes)]
     if k > len(train.y):
-        job.say(f"--k {k} is more than the {len(train.y)} training images: every one of them votes (k = {len(train.y)})")
         k = len(train.y)
+        job.say(f"--k is more than the {k} training images: every one of them votes (k = {k})")
     job.progress(force=True, phase="kNN", epoch=0, total_epochs=1)
     t0 = time.perf_counter()
     scores = knn_predict(train.x, train.y, test.x, num_classes, k=k, temperature=temperature)
