@@ -213,11 +213,23 @@ def test_corrupt_or_missing_checkpoint_is_a_clear_error_and_deletes_nothing(tmp_
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "corrupt" in lines[0] and "last.pt" in lines[0]
+    epochs = sorted((run / "checkpoints").glob("epoch_*.pt"))
+    assert (f"copy {epochs[-1]} over last.pt" if epochs else "no earlier epoch_NNNN.pt") in lines[0]
     assert sorted(p.name for p in run.rglob("*")) == before
     assert ckpt.read_bytes() == b"this is not a checkpoint"
     ckpt.unlink()
     res = run_cli("pretrain", "--resume", str(run), cwd=tmp_path)
     assert res.returncode == 2 and "nothing to resume" in res.stderr
+
+
+def test_resume_hint_names_the_newest_epoch_checkpoint(tmp_path):
+    from core.trainer import resume_hint
+
+    (tmp_path / "checkpoints").mkdir()
+    assert "no earlier epoch_NNNN.pt" in resume_hint(tmp_path)
+    for n in (2, 10, 1):
+        (tmp_path / "checkpoints" / f"epoch_{n:04d}.pt").write_bytes(b"")
+    assert f"copy {tmp_path / 'checkpoints' / 'epoch_0010.pt'} over last.pt" in resume_hint(tmp_path)
 
 
 @pytest.mark.parametrize("args, message", [
