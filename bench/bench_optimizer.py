@@ -66,8 +66,8 @@ def model_params(width: int, device: torch.device, seed: int = 0) -> list[torch.
     cfg = PretrainConfig(dataset="folder", data_dir="unused", width=width, image_size=32)
     params = [p for p in build_training_model(cfg, device).parameters() if p.requires_grad]
     gen = torch.Generator(device=device).manual_seed(seed + 1)
-    for p in params:
-        p.grad = 0.01 * torch.randn(p.shape, device=device, generator=gen)
+    for p in params:  # each grad with its parameter's strides (channels_last weights), as autograd makes them
+        p.grad = torch.empty_like(p).normal_(0.0, 0.01, generator=gen)
     return params
 
 

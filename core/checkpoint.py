@@ -64,6 +64,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     return state
 
 
+def epoch_checkpoints(run_dir: str | Path) -> list[Path]:
+    """A run's checkpoints/epoch_NNNN.pt files, oldest epoch first (by number, not name)."""
+    def epoch(p: Path) -> int:
+        digits = p.stem.removeprefix("epoch_")
+        return int(digits) if digits.isdigit() else -1
+    return sorted((Path(run_dir) / "checkpoints").glob("epoch_*.pt"), key=epoch)
+
+
 def checkpoint_path(run_dir: str | Path, name: str = "last") -> Path:
     """runs/NAME/checkpoints/<name>.pt for name 'last', 'epoch_NNNN' (or a path to a .pt)."""
     p = Path(name)

@@ -191,9 +191,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         else:
             data = json.loads(text)
     except Exception as e:  # noqa: BLE001 - any parse error becomes one line
-        mark = getattr(e, "problem_mark", None)  # yaml
+        mark, context = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)  # yaml
         line = mark.line + 1 if mark is not None else getattr(e, "lineno", None)  # json
-        where = f" at line {line}" if line else ""
+        first = context.line + 1 if context is not None else line  # yaml notices some errors late
+        where = f" at line {line}" if line and first == line else f" at lines {first}-{line}" if line else ""
         problem = getattr(e, "problem", None) or getattr(e, "msg", None) or str(e).splitlines()[0]
         kind = "YAML" if p.suffix in (".yaml", ".yml") else "JSON"
         raise ConfigError(f"cannot parse config file {p}{where}: {problem}; fix the {kind} there") from None

@@ -237,10 +237,14 @@ SYNTHETIC_SIZES = {"train": 2560, "test": 512}
 
 
 # ---------------------------------------------------------------------- torchvision
-def _torchvision(name: str, root: Path, split: str):
+def _torchvision_class(name: str):
     import torchvision.datasets as tvd
 
-    cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "stl10": tvd.STL10}[name]
+    return {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "stl10": tvd.STL10}[name]
+
+
+def _torchvision(name: str, root: Path, split: str):
+    cls = _torchvision_class(name)
     if name == "stl10":
         args = {"split": {"train": "train+unlabeled", "labelled-train": "train", "test": "test"}[split]}
     else:
@@ -249,19 +253,24 @@ def _torchvision(name: str, root: Path, split: str):
         return cls(str(root), download=False, **args)
     except RuntimeError:
         pass  # not there yet: try to download it
-    created = _missing_dirs(root)  # the failed download's folders and files are removed again
-    before = set(root.iterdir()) if root.is_dir() else set()
+    # What a failed download leaves is removed again: its archive and folder (when they were
+    # not there before) and the folders it created; nothing else in root is touched.
+    created = _missing_dirs(root)
+    ours = [root / cls.filename, root / cls.base_folder]
+    fresh = [p for p in ours if not p.exists()]
     try:
         return cls(str(root), download=True, **args)
     except Exception as e:  # noqa: BLE001 - network errors come in many types
-        if created:
-            shutil.rmtree(created[-1], ignore_errors=True)
-        elif root.is_dir():
-            for new in set(root.iterdir()) - before:
-                if new.is_dir():
-                    shutil.rmtree(new, ignore_errors=True)
-                else:
-                    new.unlink(missing_ok=True)
+        for p in fresh:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        for d in created:  # deepest first, and only while empty
+            try:
+                d.rmdir()
+            except OSError:
+                break
         raise DataError(
             f"{name} is not in {root} and could not be downloaded ({type(e).__name__}); "
             f"download it elsewhere and point --data-dir at the folder holding it, "
@@ -362,14 +371,17 @@ class ImageListDataset(torch.utils.data.Dataset):
         raise DataError(f"none of the {n} images under {self.source.root} could be decoded")
 
 
-def ensure_test_split(dataset: str, data_dir: str | Path) -> None:
-    """A torchvision dataset's test split is in ``data_dir``, or downloaded now.
+def ensure_downloaded(dataset: str, data_dir: str | Path) -> None:
+    """A torchvision dataset's folder is in ``data_dir``, or it is downloaded now.
 
     For commands that must fail before they write anything (evaluations): without it a
-    missing dataset would only show up inside the job. Raises DataError.
+    missing dataset would only show up inside the job. Only the folder's presence is
+    checked (torchvision's own check hashes every file, 3 GB for STL-10); loading the
+    data later checks the files. Raises DataError.
     """
     if dataset in ("cifar10", "cifar100", "stl10"):
-        _torchvision(dataset, Path(data_dir), "test")
+        if not (Path(data_dir) / _torchvision_class(dataset).base_folder).is_dir():
+            _torchvision(dataset, Path(data_dir), "test")
 
 
 def has_test_split(dataset: str, data_dir: str | Path) -> bool:

@@ -106,8 +106,13 @@ def test_unreadable_checkpoint_is_bad_input(tmp_path: Path, capsys, command: lis
     before = sorted(p.name for p in run.iterdir())
     assert main([*command, "--run-dir", str(run)]) == 2
     err = capsys.readouterr().err.strip()
+    assert "no epoch_NNNN.pt" in err and "train again" in err  # says what to do instead
+    shutil.copy(last, run / "checkpoints" / "epoch_0002.pt")
+    before = sorted(p.name for p in run.iterdir())
+    assert main([*command, "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
     assert err.startswith(f"simclr: error: {'checkpoint ' if damage != 'not ours' else ''}{last}") and "\n" not in err
-    assert "--checkpoint epoch_NNNN" in err  # says what to do instead
+    assert "--checkpoint epoch_NNNN (saved: epoch_0002)" in err
     assert sorted(p.name for p in run.iterdir()) == before
 
 
@@ -198,11 +203,15 @@ def test_missing_torchvision_dataset_is_bad_input(tmp_path: Path, capsys, monkey
 
     import torchvision.datasets as tvd
 
-    class Offline:
+    class Offline:  # torchvision's CIFAR10 without a network: folders and a partial archive
+        base_folder, filename = tvd.CIFAR10.base_folder, tvd.CIFAR10.filename
+
         def __init__(self, root, download=False, **kwargs):
-            if download:
-                raise urllib.error.URLError("no network")
-            raise RuntimeError("Dataset not found or corrupted.")
+            if not download:
+                raise RuntimeError("Dataset not found or corrupted.")
+            Path(root).mkdir(parents=True, exist_ok=True)
+            (Path(root) / self.filename).write_bytes(b"partial")
+            raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(tvd, "CIFAR10", Offline)
     data = tmp_path / "data"
@@ -214,5 +223,28 @@ def test_missing_torchvision_dataset_is_bad_input(tmp_path: Path, capsys, monkey
     assert main(["linear-eval", "--run-dir", str(run), "--dataset", "cifar10", "--data-dir", str(data)]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 2 and all(e.startswith("simclr: error: cifar10 is not in") for e in errors)
-    assert not pixels.exists() and not data.exists()
+    assert not pixels.exists() and not data.exists()  # the folder the download made is gone
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_cached_features_need_no_dataset(tmp_path: Path, monkeypatch) -> None:
+    """linear-eval and knn of a checkpoint with cached features read no images: no dataset
+    check, no download, even when the run's CIFAR-10 folder has gone."""
+    import torchvision.datasets as tvd
+
+    run = make_run(tmp_path / "run")
+    assert main(["knn", "--run-dir", str(run)]) == 0  # caches the features
+    config = read(run / "config.json")
+    (run / "config.json").write_text(json.dumps({**config, "dataset": "cifar10", "data_dir": str(tmp_path / "gone")}))
+    for split in ("train", "test"):  # the cache is keyed by dataset: re-key it for cifar10
+        cached = torch.load(run / "features" / f"{split}-last.pt", weights_only=True)
+        key = {**cached["key"], "dataset": "cifar10", "data_dir": str((tmp_path / "gone").resolve()), "seed": None}
+        torch.save({**cached, "key": key}, run / "features" / f"{split}-last.pt")
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("the dataset was opened")
+
+    monkeypatch.setattr(tvd, "CIFAR10", no_download)
+    assert main(["linear-eval", "--run-dir", str(run)]) == 0
+    assert main(["knn", "--run-dir", str(run)]) == 0
+    assert not (tmp_path / "gone").exists()

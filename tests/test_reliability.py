@@ -591,13 +591,15 @@ def test_failed_download_leaves_no_trace(tmp_path, monkeypatch, root_exists):
 
     from core.data import DataError, load_tensor_split
 
-    class Offline:
+    class Offline:  # torchvision's CIFAR10 without a network: folders and a partial archive
+        base_folder, filename = tvd.CIFAR10.base_folder, tvd.CIFAR10.filename
+
         def __init__(self, root, download=False, **kwargs):
             if not download:
                 raise RuntimeError("Dataset not found or corrupted.")
             Path(root).mkdir(parents=True, exist_ok=True)
-            (Path(root) / "cifar-10-python.tar.gz").write_bytes(b"partial")
-            (Path(root) / "cifar-10-batches-py").mkdir()
+            (Path(root) / self.filename).write_bytes(b"partial")
+            (Path(root) / self.base_folder).mkdir()
             raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(tvd, "CIFAR10", Offline)

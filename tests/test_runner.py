@@ -230,6 +230,27 @@ def test_resume_hint_names_the_newest_epoch_checkpoint(tmp_path):
     for n in (2, 10, 1):
         (tmp_path / "checkpoints" / f"epoch_{n:04d}.pt").write_bytes(b"")
     assert f"copy {tmp_path / 'checkpoints' / 'epoch_0010.pt'} over last.pt" in resume_hint(tmp_path)
+    (tmp_path / "checkpoints" / "epoch_10000.pt").write_bytes(b"")  # past four digits: by number
+    assert f"copy {tmp_path / 'checkpoints' / 'epoch_10000.pt'} over last.pt" in resume_hint(tmp_path)
+
+
+def test_grads_have_their_parameters_strides_for_the_fused_adamw():
+    """Fused AdamW on CPU reads grad and parameter with the same strides (torch assumes it:
+    a contiguous grad on a channels_last weight gets a wrong update); autograd keeps it."""
+    from core.config import PretrainConfig
+    from core.trainer import build_training_model, make_optimizer
+
+    cfg = PretrainConfig(dataset="synthetic", width=8, image_size=16, batch_size=4, optimizer="adam")
+    model = build_training_model(cfg, torch.device("cpu"))
+    x = torch.randn(8, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    _, z = model(x)
+    z.square().mean().backward()
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert any(p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last)
+               and not p.is_contiguous() for p in params)  # the layout that matters is there
+    assert all(p.grad.stride() == p.stride() for p in params)
+    opt = make_optimizer(cfg, model)
+    assert opt.param_groups[0]["fused"] is True
 
 
 @pytest.mark.parametrize("args, message", [
@@ -260,6 +281,7 @@ def test_unknown_config_key(tmp_path):
 
 @pytest.mark.parametrize("name, text, message", [
     ("c.yaml", "lr: 0.1\nbatch_size: [\n", "c.yaml at line 3: expected the node content"),
+    ("c.yaml", "lr: 0.1\nfoo\nbar: 1\n", "c.yaml at lines 2-3: could not find expected ':'"),
     ("c.json", '{"lr": 0.1,\n "x" 2}', "c.json at line 2: Expecting ':' delimiter; fix the JSON there"),
 ])
 def test_unparsable_config_names_the_line(tmp_path, name, text, message):

@@ -145,14 +145,25 @@ def run_config(run_dir: Path) -> PretrainConfig:
     return PretrainConfig.from_dict(data)
 
 
-def check_data(cfg: PretrainConfig) -> None:
-    from ..data import ensure_test_split, has_test_split
+def check_data(cfg: PretrainConfig, images_needed: bool = True) -> None:
+    """The data an evaluation reads is there (``images_needed``: not only cached features)."""
+    from ..data import ensure_downloaded, has_test_split
     if cfg.dataset == "folder" and not Path(cfg.data_dir).exists():
         raise _usage(f"--data-dir {cfg.data_dir} does not exist; point it at the folder (or .zip) of class folders")
     if not has_test_split(cfg.dataset, cfg.data_dir):
         raise _usage(f"{cfg.data_dir} has no test split (test/ or val/, or test.zip): evaluation needs "
                      f"held-out labelled images that training never saw")
-    ensure_test_split(cfg.dataset, cfg.data_dir)
+    if images_needed:
+        ensure_downloaded(cfg.dataset, cfg.data_dir)
+
+
+def _other_checkpoint(run_dir: Path) -> str:
+    """What to evaluate instead of an unreadable checkpoint."""
+    from ..checkpoint import epoch_checkpoints
+    saved = [p.stem for p in epoch_checkpoints(run_dir)]
+    if saved:
+        return f"evaluate another one with --checkpoint epoch_NNNN (saved: {', '.join(saved[-3:])})"
+    return f"there is no epoch_NNNN.pt in {run_dir / 'checkpoints'} to evaluate instead: train again"
 
 
 def resolve_target(args: argparse.Namespace, kind: str, label_fraction: float | None = None) -> Target:
@@ -173,9 +184,7 @@ def resolve_target(args: argparse.Namespace, kind: str, label_fraction: float | 
         raise _usage(f"{checkpoint_path(run_dir, args.checkpoint)} does not exist; "
                      f"list {run_dir / 'checkpoints'} or train first")
     else:  # whole and ours, checked without reading its tensors
-        load_checkpoint(checkpoint_path(run_dir, args.checkpoint), mmap=True,
-                        hint=f"evaluate another one with --checkpoint epoch_NNNN (see {run_dir / 'checkpoints'}), "
-                             f"or train again")
+        load_checkpoint(checkpoint_path(run_dir, args.checkpoint), mmap=True, hint=_other_checkpoint(run_dir))
     cfg, tag = own, None
     dataset, data_dir = getattr(args, "dataset", None), getattr(args, "data_dir", None)
     if dataset or data_dir:
@@ -187,8 +196,13 @@ def resolve_target(args: argparse.Namespace, kind: str, label_fraction: float | 
             tag = re.sub(r"[^A-Za-z0-9._]+", "_", Path(cfg.data_dir).name if cfg.dataset == "folder" else cfg.dataset)
     cfg = cfg.replace(device=args.device)
     cfg.validate()
-    check_data(cfg)
     device = pick_device(cfg)
+    # linear-eval and knn of a checkpoint whose features are cached read no images
+    from .features import FeatureSource
+    source = FeatureSource(run_dir, args.checkpoint, cfg, device, dataset_tag=tag)
+    cached = kind in ("linear", "knn") and baseline != "raw-pixels" and all(
+        source.cache_file(split).is_file() for split in ("train", "test"))
+    check_data(cfg, images_needed=not cached)
     workers = own.workers if args.workers is None else args.workers
     if workers < 0:
         raise _usage(f"--workers must not be negative (got {workers})")
