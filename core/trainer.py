@@ -128,7 +128,7 @@ def make_optimizer(cfg: PretrainConfig, model: nn.Module) -> torch.optim.Optimiz
     if cfg.optimizer == "lars":
         return LARS(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
-        # The fused kernel updates every tensor in one pass: 5x the per-tensor loop for the
+        # The fused kernel updates every tensor in one pass: 3x the per-tensor loop for the
         # cifar10-cpu model (bench/bench_optimizer.py). On CPU it assumes each grad has its
         # parameter's strides, which autograd guarantees (tests/test_runner.py checks it for
         # the channels_last model). CPU support came in torch 2.4: older ones get the loop.
