@@ -206,3 +206,24 @@ def test_no_host_sync_in_source():
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         LARS([nn.Parameter(torch.zeros(2))], **kwargs)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_mixed_dtypes_in_one_group_and_grads_left_alone(nesterov):
+    # Tensors are updated in buckets by (rule, device, dtype): a group mixing dtypes must give
+    # each tensor its own rule's result, and a step never writes into p.grad.
+    gen = torch.Generator().manual_seed(0)
+    params = [nn.Parameter(torch.randn(3, 4, generator=gen, dtype=dtype)) for dtype in
+              (torch.float64, torch.float32, torch.float64)] + [nn.Parameter(torch.randn(4, dtype=torch.float64))]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+    grads = [p.grad.clone() for p in params]
+    start = [p.detach().double().numpy().copy() for p in params]
+    LARS(params, lr=0.5, momentum=0.9, weight_decay=0.05, eta=0.02, nesterov=nesterov).step()
+    for p, g, w in zip(params, grads, start):
+        assert torch.equal(p.grad, g)
+        included = p.ndim >= 2
+        expected, _ = reference_step(w, g.double().numpy(), np.zeros_like(w), 0.5, 0.9, 0.05, 0.02, nesterov,
+                                     decay=included, adapt=included)
+        tol = 1e-12 if p.dtype == torch.float64 else 1e-6
+        np.testing.assert_allclose(p.detach().double().numpy(), expected, rtol=tol, atol=tol)
