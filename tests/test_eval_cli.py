@@ -197,23 +197,8 @@ def test_sigterm_stops_the_job_cleanly(tmp_path: Path) -> None:
     assert not (run / "eval" / "linear-last.json").exists()
 
 
-def test_missing_torchvision_dataset_is_bad_input(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_missing_torchvision_dataset_is_bad_input(tmp_path: Path, capsys, offline_cifar10) -> None:
     """No CIFAR-10 in --data-dir and no network: one line, exit 2, before anything is written."""
-    import urllib.error
-
-    import torchvision.datasets as tvd
-
-    class Offline:  # torchvision's CIFAR10 without a network: folders and a partial archive
-        base_folder, filename = tvd.CIFAR10.base_folder, tvd.CIFAR10.filename
-
-        def __init__(self, root, download=False, **kwargs):
-            if not download:
-                raise RuntimeError("Dataset not found or corrupted.")
-            Path(root).mkdir(parents=True, exist_ok=True)
-            (Path(root) / self.filename).write_bytes(b"partial")
-            raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(tvd, "CIFAR10", Offline)
     data = tmp_path / "data"
     pixels = tmp_path / "runs" / "pixels"
     assert main(["baseline", "raw-pixels", "--run-dir", str(pixels), "--dataset", "cifar10",

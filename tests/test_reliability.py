@@ -583,26 +583,10 @@ def test_hostile_files_are_refused_without_running_their_code(tmp_path):
 
 
 @pytest.mark.parametrize("root_exists", [False, True])
-def test_failed_download_leaves_no_trace(tmp_path, monkeypatch, root_exists):
+def test_failed_download_leaves_no_trace(tmp_path, offline_cifar10, root_exists):
     """No network: one-line DataError, and the folders and partial files it made are gone."""
-    import urllib.error
-
-    import torchvision.datasets as tvd
-
     from core.data import DataError, load_tensor_split
 
-    class Offline:  # torchvision's CIFAR10 without a network: folders and a partial archive
-        base_folder, filename = tvd.CIFAR10.base_folder, tvd.CIFAR10.filename
-
-        def __init__(self, root, download=False, **kwargs):
-            if not download:
-                raise RuntimeError("Dataset not found or corrupted.")
-            Path(root).mkdir(parents=True, exist_ok=True)
-            (Path(root) / self.filename).write_bytes(b"partial")
-            (Path(root) / self.base_folder).mkdir()
-            raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(tvd, "CIFAR10", Offline)
     root = tmp_path / "data" / "cifar"
     kept = tmp_path / "data" / "cifar" / "notes.txt"
     if root_exists:
