@@ -56,7 +56,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; list the run's checkpoints/ folder or train first")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        except Exception:  # noqa: BLE001 - a file system without mmap: read it instead
+            if not mmap:
+                raise
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - a torn or foreign file fails in many ways
         raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({type(e).__name__}); {hint}") from None
     if not isinstance(state, dict) or "model" not in state:

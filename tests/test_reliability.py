@@ -599,3 +599,24 @@ def test_failed_download_leaves_no_trace(tmp_path, offline_cifar10, root_exists)
         assert sorted(p.name for p in root.iterdir()) == ["notes.txt"] and kept.read_text() == "mine"
     else:
         assert not (tmp_path / "data").exists()
+
+
+def test_checkpoint_check_without_mmap_support_reads_the_file(tmp_path, monkeypatch):
+    """On a file system that cannot mmap, the cheap check falls back to reading the file:
+    a whole checkpoint is never called corrupt for it."""
+    from core.checkpoint import save_checkpoint
+
+    path = tmp_path / "last.pt"
+    save_checkpoint({"model": {"w": torch.ones(2)}}, path)
+    real_load = torch.load
+
+    def no_mmap(*args, **kwargs):
+        if kwargs.get("mmap"):
+            raise OSError(19, "No such device")  # what mmap(2) says where it is unsupported
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", no_mmap)
+    assert torch.equal(load_checkpoint(path, mmap=True)["model"]["w"], torch.ones(2))
+    path.write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="unreadable or corrupt"):
+        load_checkpoint(path, mmap=True)
