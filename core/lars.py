@@ -66,7 +66,7 @@ class LARS(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             # Tensors that share a rule, a device and a dtype are updated together by
-            # multi-tensor (foreach) ops: a dozen kernels per bucket instead of ten per tensor.
+            # multi-tensor (foreach) ops: a dozen ops per bucket instead of about ten per tensor.
             buckets: dict[tuple, list[torch.Tensor]] = {}
             for p in group["params"]:
                 if p.grad is None:
