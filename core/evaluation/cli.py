@@ -180,11 +180,10 @@ def resolve_target(args: argparse.Namespace, kind: str, label_fraction: float | 
     if baseline == "raw-pixels":
         if args.checkpoint != "last":
             raise _usage(f"{run_dir} is the raw-pixels baseline: it has no checkpoints, use --checkpoint last")
-    elif not checkpoint_path(run_dir, args.checkpoint).is_file():
-        raise _usage(f"{checkpoint_path(run_dir, args.checkpoint)} does not exist; "
-                     f"list {run_dir / 'checkpoints'} or train first")
+    elif not (ckpt := checkpoint_path(run_dir, args.checkpoint)).is_file():
+        raise _usage(f"{ckpt} does not exist; list {run_dir / 'checkpoints'} or train first")
     else:  # whole and ours, checked without reading its tensors
-        load_checkpoint(checkpoint_path(run_dir, args.checkpoint), mmap=True, hint=_other_checkpoint(run_dir))
+        load_checkpoint(ckpt, mmap=True, hint=_other_checkpoint(run_dir))
     cfg, tag = own, None
     dataset, data_dir = getattr(args, "dataset", None), getattr(args, "data_dir", None)
     if dataset or data_dir:
