@@ -26,6 +26,7 @@ from .augment import (
 )
 from .config import PretrainConfig
 from .data import ImageListDataset, TensorData, batches, load_tensor_split, stats_for
+from .layout import memory_format
 from .models import inference_copy
 
 
@@ -152,12 +153,13 @@ def encode(encoder: torch.nn.Module, data, cfg: PretrainConfig, device: torch.de
     """Frozen-encoder features h (N, D) float32 and labels (N,) for a labelled split.
 
     The encoder runs in eval mode, with its BatchNorms folded into its convolutions and in
-    channels_last (``core.models.inference_copy``); ``encoder`` itself is left as it was.
+    the layout ``core.layout`` chooses (``core.models.inference_copy``); ``encoder`` itself
+    is left as it was.
     """
     was_training = encoder.training
     encoder.eval()
     net = inference_copy(encoder)
-    layout = torch.channels_last if net is not encoder else torch.contiguous_format
+    layout = memory_format(net, device) if net is not encoder else torch.contiguous_format
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     feats, labels = [], []
     if isinstance(data, TensorData):

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import dist
+from . import dist, layout
 from .checkpoint import epoch_checkpoints, load_checkpoint, save_checkpoint
 from .config import PretrainConfig
 from .data import DataError, has_test_split
@@ -99,17 +99,17 @@ def keep_freed_memory() -> bool:
 
 
 def build_training_model(cfg: PretrainConfig, device: torch.device) -> nn.Module:
-    """The model a run trains, on ``device``, in the memory layout that trains fastest there.
+    """The model a run trains, on ``device``, in the memory layout ``core.layout`` chooses.
 
-    channels_last (NHWC) on every device: on CUDA for the tensor cores, on CPU because
-    oneDNN's convolutions run faster in it (measured on 2 cores, ResNet-18 CIFAR stem, a
-    whole step: 2.1x faster at width 16, 1.25x at width 64; ``docs/BENCHMARKS.md``).
+    channels_last (NHWC) on CUDA for the tensor cores, and on CPU where oneDNN's kernels are
+    safe and faster in it (width 8 and up: 1.1-1.6x a whole step on 2 cores); NCHW on CPU
+    below width 8, where an AVX2 kernel corrupts memory (``docs/BENCHMARKS.md``).
     """
     model: nn.Module = build_model(cfg.backbone, cfg.width, cfg.image_size, cfg.projection_dim).to(device)
     if dist.is_dist():
         # global BatchNorm: statistics over the whole batch, as one process would compute
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else dist.convert_global_bn(model)
-    return model.to(memory_format=torch.channels_last)
+    return layout.to_layout(model, device)[0]
 
 
 def wrap_model(cfg: PretrainConfig, model: nn.Module, device: torch.device) -> nn.Module:
@@ -281,6 +281,7 @@ def train(cfg, model, optimizer, scaler, ema, pipe, prog: Progress, log: RunLog,
     peak_lr = scale_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling)
     amp = amp_dtype(cfg, device)
     clock = Clock(prog)
+    fmt = layout.memory_format(unwrap(model), device)  # the input's layout is the model's
     saved = prog.step or None  # step of checkpoints/last.pt: a resumed run starts from it
     log.running(prog, spe)
     while prog.step < prog.total_steps and not stop["stop"]:
@@ -289,7 +290,7 @@ def train(cfg, model, optimizer, scaler, ema, pipe, prog: Progress, log: RunLog,
             lr = warmup_cosine(prog.step, prog.total_steps, warmup, peak_lr)
             set_lr(optimizer, lr)
             # interleave the views so any split of the batch (DataParallel) keeps pairs together
-            x = torch.stack((v1, v2), 1).flatten(0, 1).contiguous(memory_format=torch.channels_last)
+            x = torch.stack((v1, v2), 1).flatten(0, 1).contiguous(memory_format=fmt)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                 _, z = model(x)
             z = z.unflatten(0, (-1, 2))
