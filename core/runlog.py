@@ -140,6 +140,21 @@ class RunLog:
         self.say(f"{state} at step {prog.step}")
         self.close()
 
+    def abandoned(self, why: str, saved: dict[str, int] | None) -> str | None:
+        """The process is ending without finishing its step (core.stopping): ``stopped`` at
+        the step checkpoints/last.pt holds, with a note. Called from the stop watcher while
+        the main thread is stuck, so it prints nothing (the main thread may hold stdout's
+        lock) and returns the note instead."""
+        if not self.enabled:
+            return None
+        if saved:
+            note = f"{why}; stopped at the last checkpoint, step {saved['step']}: --resume continues from there"
+        else:
+            note = f"{why}; no checkpoint had been written yet: start the run again"
+        saved = saved or {"step": 0, "epoch": 0}
+        self.status.update(state="stopped", step=saved["step"], epoch=saved["epoch"], note=note)
+        return note
+
     def fail(self, error: str) -> None:
         if not self.enabled:
             return

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import random
-import signal
 import sys
 import time
 import traceback
@@ -30,6 +29,7 @@ from .models import SimCLRModel, build_model, clean_state_dict, unwrap
 from .pipeline import encode, labelled_split, train_pipeline
 from .runlog import RunLog
 from .schedule import scale_lr, set_lr, warmup_cosine
+from .stopping import StopGuard
 
 KNN_BANK_IMAGES = 10_000   # kNN monitor: a fixed random subset of the labelled train split
 KNN_QUERY_IMAGES = 10_000  # ... and of the test split
@@ -163,17 +163,6 @@ def build_like(encoder: nn.Module) -> nn.Module:
     return copy.deepcopy(encoder)
 
 
-def request_stop_on_signals() -> dict[str, bool]:
-    """SIGINT/SIGTERM set a flag the loop checks after each step."""
-    flag = {"stop": False}
-
-    def handler(signum, frame):  # noqa: ARG001
-        flag["stop"] = True
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return flag
-
-
 def plan_steps(cfg: PretrainConfig, steps_per_epoch: int) -> int:
     """Total optimizer steps before any time budget shortens them."""
     if cfg.max_steps is not None:
@@ -183,8 +172,16 @@ def plan_steps(cfg: PretrainConfig, steps_per_epoch: int) -> int:
 
 # ---------------------------------------------------------------------- the run
 def pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool = False, argv: list[str] | None = None) -> int:
-    """Train, writing ``run_dir`` on rank 0. Returns the process exit code (0 ok/stopped, 1 failed)."""
-    stop = request_stop_on_signals()
+    """Train, writing ``run_dir`` on rank 0. Returns the process exit code (0 ok/stopped, 1 failed).
+
+    SIGINT/SIGTERM stop it after the current step, with a checkpoint; a step stuck past the
+    grace period, or a second signal, ends the process (``core.stopping``).
+    """
+    with StopGuard() as stop:
+        return _pretrain(cfg, Path(run_dir), resume, argv, stop)
+
+
+def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, argv: list[str] | None, stop: StopGuard) -> int:
     device = pick_device(cfg)
     if device.type == "cpu":
         keep_freed_memory()
@@ -225,6 +222,8 @@ def pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool = False, argv: lis
         torch.set_rng_state(ckpt["rng"]["torch"])
         pipe.set_rng_state(ckpt["rng"]["pipeline"][rank] if rank < len(ckpt["rng"]["pipeline"]) else ckpt["rng"]["pipeline"][0])
         log.resumed(prog.step)
+    saved = {"step": prog.step, "epoch": prog.epoch} if ckpt is not None else {}  # what last.pt holds
+    stop.on_give_up = lambda why: log.abandoned(why, saved or None)
 
     model = wrap_model(cfg, model, device)
 
@@ -235,6 +234,8 @@ def pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool = False, argv: lis
                 "model": clean_state_dict(unwrap(model).state_dict()), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(), "ema": ema.module.state_dict() if ema else None,
                 "progress": vars(prog), "rng": rng, "config": cfg.to_dict()}, run_dir / "checkpoints" / f"{name}.pt")
+            if name == "last":
+                saved.update(step=prog.step, epoch=prog.epoch)
 
     def monitor() -> None:
         if knn_data is None:
@@ -283,8 +284,14 @@ def train(cfg, model, optimizer, scaler, ema, pipe, prog: Progress, log: RunLog,
     clock = Clock(prog)
     fmt = layout.memory_format(unwrap(model), device)  # the input's layout is the model's
     saved = prog.step or None  # step of checkpoints/last.pt: a resumed run starts from it
+    rated = prog.step  # the step train/images_per_sec was last logged at
+
+    def throughput(window: int) -> None:
+        nonlocal rated
+        log.throughput(prog, spe, clock.images_per_sec(cfg.batch_size, window=window))
+        rated = prog.step
     log.running(prog, spe)
-    while prog.step < prog.total_steps and not stop["stop"]:
+    while prog.step < prog.total_steps and not stop.requested:
         for v1, v2 in pipe.epoch(prog.epoch, start=prog.step - prog.epoch * spe):
             warmup = min(round(cfg.warmup_epochs * spe), prog.total_steps)
             lr = warmup_cosine(prog.step, prog.total_steps, warmup, peak_lr)
@@ -310,16 +317,17 @@ def train(cfg, model, optimizer, scaler, ema, pipe, prog: Progress, log: RunLog,
                 raise TrainingError(diverged(value, prog.step, saved))
             prog.step += 1
             clock.step()
+            stop.beat()
             log.step(prog, spe, value, lr)
             if prog.step % 20 == 0:
-                log.throughput(prog, spe, clock.images_per_sec(cfg.batch_size))
+                throughput(20)
             if cfg.time_budget:
                 fit_to_budget(cfg, prog, clock, spe)
             if stop_agreed(stop) or prog.step >= prog.total_steps:
                 break
         if prog.step == (prog.epoch + 1) * spe:  # a whole epoch is done
             prog.epoch += 1
-            log.throughput(prog, spe, clock.images_per_sec(cfg.batch_size, window=spe))
+            throughput(spe)
             with clock.overhead():
                 if cfg.knn_every and (prog.epoch % cfg.knn_every == 0 or prog.step >= prog.total_steps):
                     monitor()
@@ -328,7 +336,10 @@ def train(cfg, model, optimizer, scaler, ema, pipe, prog: Progress, log: RunLog,
                 if cfg.checkpoint_every and prog.epoch % cfg.checkpoint_every == 0:
                     checkpoint(f"epoch_{prog.epoch:04d}")
             log.epoch_end(prog, spe)
-    if stop["stop"]:
+            stop.beat()
+    if prog.step > rated and clock.step_seconds:  # a short run or a partial epoch: its steps since the last rate
+        throughput(min(prog.step - rated, len(clock.step_seconds)))
+    if stop.requested:
         checkpoint()
         return "stopped"
     if prog.step != prog.epoch * spe:  # ended mid-epoch (--max-steps or --time-budget)
@@ -399,15 +410,15 @@ def fit_to_budget(cfg: PretrainConfig, prog: Progress, clock: Clock, spe: int) -
     prog.budget_fixed = bool(clock.overhead_seconds) or prog.total_steps <= spe
 
 
-def stop_agreed(stop: dict[str, bool]) -> bool:
+def stop_agreed(stop: StopGuard) -> bool:
     """A stop asked of any rank stops every rank at the same step."""
     if not dist.is_dist():
-        return stop["stop"]
-    flag = torch.tensor([1.0 if stop["stop"] else 0.0],
+        return stop.requested
+    flag = torch.tensor([1.0 if stop.requested else 0.0],
                         device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
     torch.distributed.all_reduce(flag)
-    stop["stop"] = bool(flag.item())
-    return stop["stop"]
+    stop.requested = bool(flag.item())
+    return stop.requested
 
 
 def resume_hint(run_dir: Path) -> str:

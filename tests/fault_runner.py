@@ -10,6 +10,9 @@ FAULT is one of:
   dying mid-training);
 * ``hang-rank:R:S`` -- rank R SIGSTOPs itself after its S-th step (a worker that hangs, or a
   machine that drops off the network: its sockets stay open).
+* ``block-in-c:S`` -- after its S-th step the main thread locks a pthread mutex it already
+  holds: a deadlock inside a C call that released the GIL and that no signal interrupts
+  (as a oneDNN kernel spinning forever, or glibc's ``free`` deadlocked on a corrupt heap).
 
 Rank faults print ``fault_runner: rank R pid P: ... at UNIX_TIME`` to stderr first.
 
@@ -60,6 +63,14 @@ def kill_in_save(n: int) -> None:
     checkpoint.torch.save = save
 
 
+def block_in_c() -> None:
+    import ctypes
+    libc = ctypes.CDLL(None)  # ctypes releases the GIL for the call, as torch's operators do
+    mutex = ctypes.create_string_buffer(64)  # zeroed: PTHREAD_MUTEX_INITIALIZER, a normal mutex
+    libc.pthread_mutex_lock(mutex)
+    libc.pthread_mutex_lock(mutex)  # never returns
+
+
 def at_rank_step(rank: int, step: int, fault) -> None:
     real_stop_agreed = trainer.stop_agreed
     calls = {"n": 0}
@@ -84,6 +95,8 @@ def main(argv: list[str]) -> int:
         at_rank_step(int(params[0]), int(params[1]), die)
     elif kind == "hang-rank":
         at_rank_step(int(params[0]), int(params[1]), hang)
+    elif kind == "block-in-c":
+        at_rank_step(0, int(params[0]), block_in_c)
     else:
         raise SystemExit(f"unknown fault {fault!r}")
     return cli.main(args)

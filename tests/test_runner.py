@@ -143,7 +143,7 @@ def test_stop_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
     def stop_after_11(flag):  # a SIGTERM arriving during step 11 (mid-epoch 2)
         calls["n"] += 1
         if calls["n"] == 11:
-            flag["stop"] = True
+            flag.requested = True
         return real_train_step(flag)
 
     monkeypatch.setattr(trainer, "stop_agreed", stop_after_11)
@@ -339,3 +339,15 @@ def test_run_ending_mid_epoch_scores_the_final_encoder_at_its_fractional_epoch(t
     records, _ = read_metrics(run / "metrics.jsonl")
     assert [(r["step"], r["epoch"]) for r in records if r["tag"] == "knn/top1"] == [(8, 1.0), (12, 1.5)]
     assert load_checkpoint(run / "checkpoints" / "last.pt")["progress"]["step"] == 12
+
+
+@pytest.mark.parametrize("max_steps, rated_at", [(4, [4]), (11, [8, 11]), (8, [8]), (20, [8, 16, 20])])
+def test_every_run_that_trains_a_step_logs_its_throughput(tmp_path, monkeypatch, max_steps, rated_at):
+    """Short runs and partial epochs too (8 steps an epoch here), each step counted once."""
+    monkeypatch.setenv("SIMCLR_CACHE", str(tmp_path / ".cache"))
+    run = tmp_path / "r"
+    assert cli.main(["pretrain", *TINY, "--knn-every", "0", "--max-steps", str(max_steps), "--run-dir", str(run)]) == 0
+    rates = [r for r in read_metrics(run / "metrics.jsonl")[0] if r["tag"] == "train/images_per_sec"]
+    assert [r["step"] for r in rates] == rated_at
+    assert all(r["value"] > 0 for r in rates)
+    assert read_json(run / "status.json")["images_per_sec"] > 0

@@ -1,0 +1,154 @@
+"""Stopping a run on SIGINT/SIGTERM, even one whose step is stuck in native code.
+
+The first signal asks the loop to stop after the current step (it then checkpoints and
+says ``stopped``). Python runs a signal handler only between bytecodes of the main thread,
+so a step stuck inside a C call (a oneDNN kernel that hangs, a deadlock in ``free``) would
+never see it. So the handler is backed by a watcher thread, woken through
+``signal.set_wakeup_fd`` by the signal itself, which runs while the main thread is inside
+any call that releases the GIL (PyTorch's operators and autograd do):
+
+* if no step ends within the grace period after the first signal, the watcher calls
+  ``on_give_up`` (the runner records ``stopped`` at the last checkpoint's step, with a
+  note), prints every thread's stack, and ends the process with exit code 128 + signal;
+* a second SIGINT/SIGTERM ends it the same way at once.
+
+The grace period is ``SIMCLR_STOP_GRACE`` seconds (default 60), or three times the
+slowest of the last 20 steps (or epoch-end blocks) if that is longer. A call stuck while
+holding the GIL stops nothing in Python: SIGKILL it (the TUI's second ``x``); the run then
+reads as crashed and resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import select
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+DEFAULT_GRACE_S = 60.0
+
+
+def base_grace() -> float:
+    text = os.environ.get("SIMCLR_STOP_GRACE", "")
+    try:
+        value = float(text) if text.strip() else DEFAULT_GRACE_S
+    except ValueError:
+        raise ValueError(f"SIMCLR_STOP_GRACE={text!r} in the environment: give seconds, e.g. 60, or unset it") from None
+    if not value > 0:
+        raise ValueError(f"SIMCLR_STOP_GRACE={text!r} in the environment must be a positive number of seconds")
+    return value
+
+
+class StopGuard:
+    """The stop request of one run: ``requested`` is read by the loop after every step.
+
+    Use as a context manager from the main thread (elsewhere it installs nothing and only
+    holds the flag); it restores the previous handlers on exit. Call ``beat()`` whenever
+    the loop gets past a point where it checks ``requested``.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.on_give_up: Callable[[str], str | None] | None = None  # returns what it recorded
+        self.grace_s = base_grace()
+        self._beats: deque[float] = deque(maxlen=20)  # seconds between beats
+        self._last_beat = time.monotonic()
+        self._signalled_at: float | None = None
+        self._signal: int | None = None
+        self._installed = False
+        self._lock = threading.Lock()  # the watcher gives up once, whoever asks
+
+    # ------------------------------------------------------------------ the loop's side
+    def beat(self) -> None:
+        now = time.monotonic()
+        self._beats.append(now - self._last_beat)
+        self._last_beat = now
+
+    def grace(self) -> float:
+        return max([self.grace_s] + [3 * b for b in self._beats])
+
+    # ------------------------------------------------------------------ installing
+    def __enter__(self) -> StopGuard:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        self._old = {s: signal.getsignal(s) for s in SIGNALS}
+        for s in SIGNALS:
+            signal.signal(s, self._handler)
+        self._rx, tx = socket.socketpair()
+        tx.setblocking(False)
+        self._tx = tx
+        self._old_fd = signal.set_wakeup_fd(tx.fileno(), warn_on_full_buffer=False)
+        self._installed = True
+        self._thread = threading.Thread(target=self._watch, name="simclr-stop-watcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self._installed:
+            return
+        signal.set_wakeup_fd(self._old_fd)
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        self._tx.close()  # the watcher reads end-of-file and returns
+        self._thread.join(timeout=5)
+        self._rx.close()
+        self._installed = False
+
+    def _handler(self, signum, frame) -> None:  # noqa: ARG002 - runs when the main thread can
+        self.requested = True
+
+    # ------------------------------------------------------------------ the watcher
+    def _watch(self) -> None:
+        while True:
+            timeout = None
+            if self._signalled_at is not None and self._last_beat < self._signalled_at:
+                timeout = max(0.0, self._signalled_at + self.grace() - time.monotonic())
+            ready, _, _ = select.select([self._rx], [], [], timeout)
+            if not ready:
+                seconds = time.monotonic() - self._signalled_at
+                self.give_up(f"the step in progress did not end within {seconds:.0f} s of "
+                             f"{signal.Signals(self._signal).name} (stuck in native code?)")
+                continue
+            try:
+                data = self._rx.recv(64)
+            except OSError:
+                return
+            if not data:
+                return
+            for signum in data:
+                if signum not in SIGNALS:
+                    continue
+                if self._signal is None:
+                    self._signal, self._signalled_at, self.requested = signum, time.monotonic(), True
+                    say(f"simclr: {signal.Signals(signum).name}: stopping after this step "
+                        f"(send it again to stop at once)")
+                else:
+                    self.give_up(f"stopped at once by a second {signal.Signals(signum).name}", signum)
+
+    def give_up(self, why: str, signum: int | None = None) -> None:
+        """Record the stop, show where every thread is, and end the process now."""
+        # straight to file descriptor 2: the stuck main thread may hold sys.stderr's lock
+        with self._lock:
+            signum = signum or self._signal or signal.SIGTERM
+            say(f"simclr: {why}")
+            faulthandler.dump_traceback(file=2, all_threads=True)
+            try:
+                note = self.on_give_up(why) if self.on_give_up is not None else None
+                if note:
+                    say(f"simclr: {note}")
+            except BaseException as e:  # noqa: BLE001 - the exit below must happen whatever this raises
+                say(f"simclr: could not record the stop: {e}")
+            os._exit(128 + int(signum))
+
+
+def say(line: str) -> None:
+    try:
+        os.write(2, (line + "\n").encode(errors="replace"))
+    except OSError:
+        pass

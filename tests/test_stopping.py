@@ -1,0 +1,171 @@
+"""Stopping a run whose step is stuck in native code (core/stopping.py).
+
+The runner is tests/fault_runner.py with ``block-in-c:S``: after step S its main thread
+deadlocks inside a C call that released the GIL (as PyTorch's operators do) and that no
+signal interrupts, so Python's own signal handler never runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.checkpoint import load_checkpoint
+from core.rundir import effective_state, read_json, read_metrics
+from core.stopping import StopGuard
+
+ROOT = Path(__file__).resolve().parents[1]
+FAULT_RUNNER = [sys.executable, str(ROOT / "tests" / "fault_runner.py")]
+# 8 steps an epoch: last.pt is written at step 8, the step after 11 never ends
+ARGS = ["pretrain", "--preset", "tiny", "--epochs", "4", "--knn-every", "0"]
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(autouse=True)
+def _no_runner_left_behind():
+    """A failed test must not leave a runner deadlocked forever: SIGKILL every process group
+    started from this test that is still there."""
+    started: list[int] = []
+    real_popen = subprocess.Popen
+
+    class Popen(real_popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if kwargs.get("start_new_session"):
+                started.append(self.pid)
+    subprocess.Popen = Popen
+    try:
+        yield
+    finally:
+        subprocess.Popen = real_popen
+        for pgid in started:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def start_blocked(tmp_path: Path, grace: float, after_step: int = 11) -> tuple[subprocess.Popen, Path, Path]:
+    run, out = tmp_path / "r", tmp_path / "out.log"
+    env = {**os.environ, "SIMCLR_CACHE": str(tmp_path / ".cache"), "SIMCLR_STOP_GRACE": str(grace)}
+    with open(out, "wb") as f:
+        proc = subprocess.Popen([*FAULT_RUNNER, f"block-in-c:{after_step}", *ARGS, "--run-dir", str(run)], env=env,
+                                stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for(lambda: "block_in_c after step" in out.read_text(), proc)
+    time.sleep(0.5)  # well inside the C call
+    return proc, run, out
+
+
+def wait_for(cond, proc: subprocess.Popen | None = None, timeout: float = 90.0) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the runner ended early with exit code {proc.returncode}")
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def resume_finishes(run: Path, tmp_path: Path) -> None:
+    res = subprocess.run([sys.executable, "-m", "core", "pretrain", "--resume", str(run)], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "SIMCLR_CACHE": str(tmp_path / ".cache")})
+    assert res.returncode == 0, res.stderr[-2000:]
+    status = read_json(run / "status.json")
+    assert status["state"] == "finished" and status["step"] == 32 and "note" not in status
+    steps = [r["step"] for r in read_metrics(run / "metrics.jsonl")[0] if r["tag"] == "train/loss"]
+    assert steps == list(range(1, 33))  # the steps logged after the checkpoint were replaced, not repeated
+
+
+def test_sigterm_to_a_step_stuck_in_c_records_the_last_checkpoint_and_exits(tmp_path):
+    proc, run, out = start_blocked(tmp_path, grace=3)
+    t0 = time.time()
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert 2.5 < time.time() - t0 < 30  # waited out the grace period, then went
+    status = read_json(run / "status.json")
+    assert status["state"] == "stopped" and effective_state(status) == "stopped"
+    assert status["step"] == 8 and status["epoch"] == 1  # what checkpoints/last.pt holds, not step 11
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["progress"]["step"] == 8
+    assert "did not end within" in status["note"] and "SIGTERM" in status["note"]
+    assert "stopped at the last checkpoint, step 8" in status["note"]
+    log = out.read_text()
+    assert "stopping after this step" in log and "block_in_c" in log  # the stuck thread's stack
+    resume_finishes(run, tmp_path)
+
+
+def test_a_second_ctrl_c_exits_at_once(tmp_path):
+    proc, run, _ = start_blocked(tmp_path, grace=600)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(1.0)
+    assert proc.poll() is None  # the first one waits for the step (600 s of grace)
+    t0 = time.time()
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=20) == 128 + signal.SIGINT
+    assert time.time() - t0 < 10
+    status = read_json(run / "status.json")
+    assert status["state"] == "stopped" and status["step"] == 8
+    assert "second SIGINT" in status["note"]
+
+
+def test_sigkill_after_a_stuck_stop_reads_as_crashed_and_resumes(tmp_path, monkeypatch):
+    """The TUI's second `x`: SIGTERM, then SIGKILL of the process group."""
+    from simclr_tui.launcher import Launcher
+    from simclr_tui.store import RunStore
+
+    runs = tmp_path / "runs"
+    launcher = Launcher(runs, runner=[*FAULT_RUNNER, "block-in-c:11"])
+    monkeypatch.setenv("SIMCLR_STOP_GRACE", "600")
+    monkeypatch.setenv("SIMCLR_CACHE", str(tmp_path / ".cache"))
+    launcher.pretrain("stuck", ARGS[1:])
+    run = runs / "stuck"
+    wait_for(lambda: "block_in_c after step" in (run / "stdout.log").read_text())
+    wait_for(lambda: (read_json(run / "status.json") or {}).get("state") == "running")
+    store = RunStore(runs)
+
+    def view():
+        return store.poll().views.get("stuck")
+
+    assert launcher.stop(view()) == "SIGTERM"
+    time.sleep(1.0)
+    assert view().live  # stuck: still running
+    assert launcher.stop(view()) == "SIGKILL"
+    launcher_reaps = lambda: launcher.reap() or True  # noqa: E731 - the TUI reaps its children as it polls
+    wait_for(lambda: launcher_reaps() and view().state == "crashed")
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["progress"]["step"] == 8
+    launched = Launcher(runs).resume(view())  # crashed, with a checkpoint: resumable (without the fault)
+    wait_for(lambda: view().state == "finished", timeout=120)
+    assert read_json(run / "status.json")["step"] == 32 and launched.pid
+
+
+def test_the_grace_period_follows_the_slowest_recent_step(monkeypatch):
+    monkeypatch.setenv("SIMCLR_STOP_GRACE", "5")
+    guard = StopGuard()
+    assert guard.grace() == 5
+    guard._beats.extend([0.5, 4.0, 1.0])
+    assert guard.grace() == 12
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-3"])
+def test_a_bad_grace_is_refused_in_one_line(tmp_path, monkeypatch, capsys, value):
+    from core import cli
+    monkeypatch.setenv("SIMCLR_STOP_GRACE", value)
+    run = tmp_path / "r"
+    assert cli.main([*ARGS, "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "SIMCLR_STOP_GRACE" in err[0] and not run.exists()
+
+
+def test_handlers_are_restored_after_a_run(tmp_path, monkeypatch):
+    from core import cli
+    monkeypatch.setenv("SIMCLR_CACHE", str(tmp_path / ".cache"))
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    assert cli.main([*ARGS, "--max-steps", "2", "--run-dir", str(tmp_path / "r")]) == 0
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    assert signal.set_wakeup_fd(-1) == -1  # and no wakeup fd left behind
