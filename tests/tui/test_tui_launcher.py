@@ -115,3 +115,30 @@ def test_cli_help_and_arguments(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "reattaches" in capsys.readouterr().out
+
+
+def test_a_runs_dir_that_does_not_exist_is_not_made_silently(tmp_path, capsys, monkeypatch):
+    from simclr_tui import cli
+
+    typo = tmp_path / "typo" / "path"
+    assert cli.main(["--runs-dir", str(typo)]) == 2  # not a terminal: no question, one line
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not exist" in err[0] and "--create" in err[0]
+    assert not typo.parent.exists()
+    (tmp_path / "file").write_text("x")
+    assert cli.main(["--runs-dir", str(tmp_path / "file")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+    assert cli.ensure_runs_dir(typo, create=True) and typo.is_dir()  # --create
+
+    class Tty:
+        def isatty(self):
+            return True
+    monkeypatch.setattr(cli.sys, "stdin", Tty())
+    monkeypatch.setattr(cli.sys, "stdout", Tty())
+    for answer, made in (("n", False), ("", False), ("y", True)):
+        asked = []
+        monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or answer)
+        other = tmp_path / f"asked-{answer or 'enter'}"
+        assert cli.ensure_runs_dir(other, create=False) is made and other.is_dir() is made
+        assert "does not exist. Create it? [y/N]" in asked[0]
