@@ -72,6 +72,7 @@ from core.config import PretrainConfig
 from core.data import TensorData, load_tensor_split, synthetic
 from core.pipeline import TensorPipeline
 from core.runlog import RunLog
+from core.stopping import StopGuard
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10"
 
@@ -175,7 +176,7 @@ class Ours:
         prog.total_steps = prog.step + steps
         self.epoch += 1
         trainer.train(self.cfg, self.model, self.optimizer, self.scaler, None, self.pipe, prog, log,
-                      {"stop": False}, self.device, checkpoint=lambda name="last": None, monitor=lambda: None)
+                      StopGuard(), self.device, checkpoint=lambda name="last": None, monitor=lambda: None)
         log.close()
         return [b - a for a, b in itertools.pairwise(log.marks)]
 
