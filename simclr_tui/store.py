@@ -130,6 +130,7 @@ class RunView:
     eta: float | None = None
     spark: str = ""
     error: str | None = None
+    note: str | None = None  # status.json's note: a stop that did not wait for its step
     result: dict[str, Any] | None = None
 
     @property
@@ -402,7 +403,7 @@ class RunStore:
             config=config, parent=parent, dataset=str(cfg.get("dataset", "")), backbone=str(cfg.get("backbone", "")),
             epoch=epoch, total_epochs=total_epochs, step=step, total_steps=total_steps, progress=progress,
             loss=loss_s.last if loss_s is not None else None, best_acc=max(accs) if accs else None,
-            images_per_sec=ips, elapsed=elapsed, eta=eta, spark=spark, error=st.get("error"), result=result,
+            images_per_sec=ips, elapsed=elapsed, eta=eta, spark=spark, error=st.get("error"), note=st.get("note"), result=result,
         )
 
 

@@ -181,6 +181,8 @@ class RunDetailScreen(LiveScreen):
         problems = list(view.damage) + ([f"error: {view.error}"] if view.error else [])
         if problems:
             t.append("\n" + " · ".join(problems), style="bold red")
+        if view.note:
+            t.append(f"\nnote: {view.note}", style="yellow")
         summary.update(t)
         bar = self.query_one("#progress", ProgressBar)
         bar.update(progress=round(1000 * (view.progress or 0)))

@@ -377,3 +377,25 @@ async def test_clone_a_run_into_the_form(runs_dir, fast_runs):
         assert fields["lr"].raw == "0.002" and fields["dataset"].raw == "synthetic" and fields["image_size"].raw == "16"
         assert form.preset is None and "cloned from source" in screen_text(app)
         assert "--preset" not in form.command and "--lr 0.002" in form.command and "--epochs 1" in form.command
+
+
+async def test_a_stop_that_did_not_wait_for_its_step_shows_its_note(runs_dir):
+    """status.json as core.stopping leaves it: stopped at the last checkpoint, with a note."""
+    import json
+    import socket
+    import time as _time
+    run = runs_dir / "stuck"
+    run.mkdir(parents=True)
+    note = ("the step in progress did not end within 60 s of SIGTERM (stuck in native code?); "
+            "stopped at the last checkpoint, step 8: --resume continues from there")
+    (run / "config.json").write_text(json.dumps({"dataset": "synthetic", "backbone": "resnet18", "epochs": 4}))
+    (run / "status.json").write_text(json.dumps({
+        "kind": "pretrain", "state": "stopped", "pid": 1, "host": socket.gethostname(), "created": _time.time(),
+        "heartbeat": _time.time(), "epoch": 1, "step": 8, "total_steps": 32, "total_epochs": 4, "error": None,
+        "note": note}))
+    app = app_for(runs_dir)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await wait_for(pilot, lambda: state(app, "stuck") == "stopped", what="stopped")
+        await pilot.press("enter")
+        await wait_screen(pilot, RunDetailScreen)
+        await wait_for(pilot, lambda: "stopped at the last checkpoint, step 8" in screen_text(app), what="the note")
