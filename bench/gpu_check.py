@@ -25,8 +25,9 @@ the traceback in the report) and the others still run. Checks:
   stopped), then ``--resume`` to the end (loss steps continue without duplicates).
 * ``linear-eval``, ``knn``, ``finetune``: each evaluation command on that run, on CUDA.
 
-Prints a markdown table to stdout and writes the JSON report. Exit code: 0 all checks
-passed, 1 some failed, 2 no CUDA device (one line).
+Prints a markdown table to stdout and writes the JSON report (rewritten after every check,
+so a run cut short still leaves one). Exit code: 0 all checks passed, 1 some failed or were
+skipped for the time budget, 2 no CUDA device (one line).
 """
 
 from __future__ import annotations
@@ -204,10 +205,34 @@ def check_data_parallel(sizes: Sizes, device, root: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- the command line
+DEADLINE = [float("inf")]  # time.monotonic() by which every check should be done (--budget)
+
+
+def time_left(timeout: float) -> float:
+    """A subprocess's timeout: its own, cut to what the budget has left (plus a minute's grace)."""
+    return max(10.0, min(timeout, DEADLINE[0] + 60 - time.monotonic()))
+
+
 def cli(args: list[str], timeout: float, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+    """The command line in its own session; on a timeout its whole process group (torchrun's
+    workers too) gets SIGTERM, then SIGKILL, so nothing holds the GPU for the next check."""
     cmd = (launcher or [sys.executable]) + ["-m", "core", *args]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=time_left(timeout))
+    except subprocess.TimeoutExpired:
+        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.communicate(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        raise AssertionError(f"`{' '.join(cmd[-len(args) - 2:])}` did not end within its time") from None
+    res = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
     if res.returncode != 0:
         tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["(no output)"]
         raise AssertionError(f"`{' '.join(cmd[-len(args) - 2:])}` exited {res.returncode}: {tail[0]}")
@@ -233,7 +258,8 @@ def check_ddp(sizes: Sizes, device, root: Path) -> dict[str, Any]:
     world = torch.cuda.device_count() if device.type == "cuda" else 2
     run = root / "ddp"
     t0 = time.perf_counter()
-    cli(["pretrain", *cli_flags(sizes, device), "--batch-size", str(32 * world), "--max-steps", "20",
+    cli(["pretrain", *cli_flags(sizes, device), "--batch-size", str(32 * world), "--subset", str(max(256, 64 * world)),
+         "--max-steps", "20",
          "--knn-every", "0", "--run-dir", str(run)], timeout=300,
         launcher=[sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}"])
     meta, status = json.loads((run / "meta.json").read_text()), read_status(run)
@@ -241,6 +267,8 @@ def check_ddp(sizes: Sizes, device, root: Path) -> dict[str, Any]:
     assert status["state"] == "finished" and status["step"] == 20, status
     rates = metrics(run, "train/images_per_sec")
     return {"world_size": world, "backend": "nccl" if device.type == "cuda" else "gloo",
+            "note": "one GPU: a world of one (NCCL set up, SyncBatchNorm and the gather run, nothing to exchange)"
+            if world == 1 else "",
             "seconds_with_startup": round(time.perf_counter() - t0, 1),
             "images_per_s": round(rates[-1]["value"], 1) if rates else None}
 
@@ -261,20 +289,22 @@ def check_pretrain_monitor(sizes: Sizes, device, root: Path) -> dict[str, Any]:
 def check_stop_resume(sizes: Sizes, device, root: Path) -> dict[str, Any]:
     run = root / "stop"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, "-m", "core", "pretrain", *cli_flags(sizes, device), "--epochs", str(sizes.cli_epochs),
-           "--knn-every", "0", "--run-dir", str(run)]
+    # width 16 and no epoch checkpoints: last.pt is rewritten every epoch, small (this checks
+    # stopping and resuming on the device, not the recipe)
+    cmd = [sys.executable, "-m", "core", "pretrain", *cli_flags(sizes, device), "--width", "16", "--epochs",
+           str(sizes.cli_epochs), "--checkpoint-every", "0", "--knn-every", "0", "--run-dir", str(run)]
     err = root / "stop.stderr"
     with open(err, "wb") as f:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=f, start_new_session=True)
     try:
-        end = time.time() + 180
+        end = time.time() + time_left(180)
         while time.time() < end and proc.poll() is None:
             if (run / "metrics.jsonl").exists() and len(metrics(run, "train/loss")) >= sizes.cli_stop_after:
                 break
             time.sleep(0.05)
         assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before it could be stopped"
         os.killpg(proc.pid, signal.SIGTERM)
-        code = proc.wait(timeout=120)
+        code = proc.wait(timeout=time_left(120))
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -286,7 +316,7 @@ def check_stop_resume(sizes: Sizes, device, root: Path) -> dict[str, Any]:
     assert saved["progress"]["step"] == status["step"], (saved["progress"]["step"], status["step"])
     stopped_at = status["step"]
     cli(["pretrain", "--resume", str(run)], timeout=300)
-    status = read_status(run)
+    status = read_status(run)  # finished: the steps after the stop, then nothing repeated
     steps = [r["step"] for r in metrics(run, "train/loss")]
     assert status["state"] == "finished" and steps == list(range(1, status["total_steps"] + 1)), (status, steps[-5:])
     return {"stopped_at_step": stopped_at, "resumed_to": status["step"], "checkpoint_device": device.type}
@@ -326,8 +356,11 @@ def summary(result: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in keep.items())
 
 
-def run_checks(checks: list[tuple[str, Callable[[], Any]]], budget_s: float) -> list[dict[str, Any]]:
+def run_checks(checks: list[tuple[str, Callable[[], Any]]], budget_s: float,
+               after_each: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
+    import torch
     t_start, rows = time.perf_counter(), []
+    DEADLINE[0] = time.monotonic() + budget_s
     for name, fn in checks:
         if time.perf_counter() - t_start > budget_s:
             rows.append({"check": name, "ok": None, "seconds": 0.0, "error": f"skipped: past the {budget_s:.0f} s budget"})
@@ -342,6 +375,9 @@ def run_checks(checks: list[tuple[str, Callable[[], Any]]], budget_s: float) -> 
                    "traceback": traceback.format_exc()}
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the subprocess checks get the memory this process cached
+        after_each(rows)  # a report on disk even if something kills this process later
         print(f"gpu_check: {name}: {'ok' if row['ok'] else row['error']} ({row['seconds']} s)", file=sys.stderr, flush=True)
     return rows
 
@@ -359,8 +395,9 @@ def markdown(rows: list[dict[str, Any]], env: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", type=Path, default=Path("gpu_check.json"), help="the JSON report (default: ./gpu_check.json)")
-    p.add_argument("--budget", type=float, default=420.0,
-                   help="seconds; checks not started by then are reported as skipped (default: 420)")
+    p.add_argument("--budget", type=float, default=360.0,
+                   help="seconds; checks not started by then are skipped, and a running one's commands are cut "
+                        "to end within a minute of it (default: 360)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a check of this script, not of the GPU's speed")
     p.add_argument("--allow-cpu", action="store_true",
                    help="run every check on the CPU (gloo for DDP, no bf16): for testing this script")
@@ -375,7 +412,16 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     sizes = Sizes(args.quick, device.type == "cuda")
-    env = environment(device)
+    try:
+        env = environment(device)
+    except Exception as e:  # noqa: BLE001 - the checks still run and say what fails
+        env = {"device": str(device), "torch": torch.__version__, "error": f"{type(e).__name__}: {e}"}
+    report: dict[str, Any] = {"environment": env, "quick": args.quick, "checks": []}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(rows: list[dict[str, Any]]) -> None:
+        report["checks"] = rows
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
         root = Path(tmp)
         checks: list[tuple[str, Callable[[], Any]]] = []
@@ -391,11 +437,10 @@ def main(argv: list[str] | None = None) -> int:
             ("finetune", lambda: check_eval("finetune", sizes, device, root)),
         ]
         t0 = time.perf_counter()
-        rows = run_checks(checks, args.budget)
+        rows = run_checks(checks, args.budget, save)
         total = time.perf_counter() - t0
-    report = {"environment": env, "quick": args.quick, "total_seconds": round(total, 1), "checks": rows}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    report["total_seconds"] = round(total, 1)
+    save(rows)
     print(markdown(rows, env))
     print(f"\n{sum(1 for r in rows if r['ok'])} of {len(rows)} checks passed in {total:.0f} s; report: {args.json}")
     return 0 if all(r["ok"] for r in rows) else 1

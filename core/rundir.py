@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,14 +141,34 @@ class StatusFile:
         }
         self.data.update(fields)
         self._last_write = 0.0
+        self._lock = threading.Lock()  # the stop watcher (core.stopping) writes from its own thread
+        self._final = False
 
     def update(self, force: bool = True, **fields: Any) -> None:
-        """Merge fields and write; with force=False only if 10 s passed since the last write."""
+        """Merge fields and write; with force=False only if 10 s passed since the last write.
+        After :meth:`final` nothing changes any more."""
+        with self._lock:
+            if self._final:
+                return
+            self._write(force, fields)
+
+    def final(self, **fields: Any) -> None:
+        """The last word, from another thread while this process ends: written even if the
+        main thread is stuck holding the lock (after 5 s), and never overwritten after."""
+        got = self._lock.acquire(timeout=5)
+        try:
+            self._final = True
+            self._write(True, fields)
+        finally:
+            if got:
+                self._lock.release()
+
+    def _write(self, force: bool, fields: dict[str, Any]) -> None:
         self.data.update(fields)
         now = time.time()
         if force or now - self._last_write >= 10.0:
             self.data["heartbeat"] = now
-            atomic_write_json(self.path, self.data)
+            atomic_write_json(self.path, dict(self.data))
             self._last_write = now
 
 

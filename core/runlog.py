@@ -152,7 +152,7 @@ class RunLog:
         else:
             note = f"{why}; no checkpoint had been written yet: start the run again"
         saved = saved or {"step": 0, "epoch": 0}
-        self.status.update(state="stopped", step=saved["step"], epoch=saved["epoch"], note=note)
+        self.status.final(state="stopped", step=saved["step"], epoch=saved["epoch"], note=note)
         return note
 
     def fail(self, error: str) -> None:

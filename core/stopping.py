@@ -7,15 +7,18 @@ never see it. So the handler is backed by a watcher thread, woken through
 ``signal.set_wakeup_fd`` by the signal itself, which runs while the main thread is inside
 any call that releases the GIL (PyTorch's operators and autograd do):
 
-* if no step ends within the grace period after the first signal, the watcher calls
-  ``on_give_up`` (the runner records ``stopped`` at the last checkpoint's step, with a
-  note), prints every thread's stack, and ends the process with exit code 128 + signal;
+* if within the grace period after the first signal the main thread neither runs Python
+  code (Python's own handler then runs, which proves it is not stuck: a slow kNN monitor or
+  checkpoint is left to finish) nor ends a step, the watcher calls ``on_give_up`` (the
+  runner records ``stopped`` at the last checkpoint's step, with a note), prints every
+  thread's stack, and ends the process with exit code 128 + signal;
 * a second SIGINT/SIGTERM ends it the same way at once.
 
-The grace period is ``SIMCLR_STOP_GRACE`` seconds (default 60), or three times the
-slowest of the last 20 steps (or epoch-end blocks) if that is longer. A call stuck while
-holding the GIL stops nothing in Python: SIGKILL it (the TUI's second ``x``); the run then
-reads as crashed and resumes from its last checkpoint.
+The grace period is ``SIMCLR_STOP_GRACE`` seconds (default 60; 20 under torchrun, which
+SIGKILLs its workers 30 s after forwarding a SIGTERM), or three times the slowest of the
+last 20 steps if that is longer. A call stuck while holding the GIL stops nothing in
+Python: SIGKILL it (the TUI's second ``x``); the run then reads as crashed and resumes from
+its last checkpoint.
 """
 
 from __future__ import annotations
@@ -32,12 +35,14 @@ from typing import Callable
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 DEFAULT_GRACE_S = 60.0
+TORCHRUN_GRACE_S = 20.0  # torchrun's own wait between forwarding SIGTERM and SIGKILL is 30 s
 
 
 def base_grace() -> float:
     text = os.environ.get("SIMCLR_STOP_GRACE", "")
+    default = TORCHRUN_GRACE_S if "LOCAL_RANK" in os.environ else DEFAULT_GRACE_S
     try:
-        value = float(text) if text.strip() else DEFAULT_GRACE_S
+        value = float(text) if text.strip() else default
     except ValueError:
         raise ValueError(f"SIMCLR_STOP_GRACE={text!r} in the environment: give seconds, e.g. 60, or unset it") from None
     if not value > 0:
@@ -46,19 +51,23 @@ def base_grace() -> float:
 
 
 class StopGuard:
-    """The stop request of one run: ``requested`` is read by the loop after every step.
+    """The stop request of one run.
 
-    Use as a context manager from the main thread (elsewhere it installs nothing and only
-    holds the flag); it restores the previous handlers on exit. Call ``beat()`` whenever
-    the loop gets past a point where it checks ``requested``.
+    ``requested``: this process was asked to stop (a signal). ``agreed``: every rank agreed
+    to stop at this step (``core.trainer.stop_agreed`` sets it; the loop reads only it, so
+    all ranks leave the loop at the same step). Use as a context manager from the main
+    thread (elsewhere it installs nothing and only holds the flags); it restores the
+    previous handlers on exit. Call ``beat()`` after every step.
     """
 
     def __init__(self) -> None:
         self.requested = False
+        self.agreed = False
         self.on_give_up: Callable[[str], str | None] | None = None  # returns what it recorded
         self.grace_s = base_grace()
         self._beats: deque[float] = deque(maxlen=20)  # seconds between beats
-        self._last_beat = time.monotonic()
+        self._last_beat: float | None = None  # the first step's start-up cost is no step time
+        self._answered = False  # the main thread ran Python code since the signal
         self._signalled_at: float | None = None
         self._signal: int | None = None
         self._installed = False
@@ -67,11 +76,14 @@ class StopGuard:
     # ------------------------------------------------------------------ the loop's side
     def beat(self) -> None:
         now = time.monotonic()
-        self._beats.append(now - self._last_beat)
+        if self._last_beat is not None:
+            self._beats.append(now - self._last_beat)
         self._last_beat = now
+        if self._signalled_at is not None:
+            self._answered = True
 
     def grace(self) -> float:
-        return max([self.grace_s] + [3 * b for b in self._beats])
+        return max(self.grace_s, 3 * max(tuple(self._beats), default=0.0))  # tuple(): one C-level copy
 
     # ------------------------------------------------------------------ installing
     def __enter__(self) -> StopGuard:
@@ -102,15 +114,18 @@ class StopGuard:
 
     def _handler(self, signum, frame) -> None:  # noqa: ARG002 - runs when the main thread can
         self.requested = True
+        self._answered = True  # it runs Python code, so it will see the flag: nothing to rescue
 
     # ------------------------------------------------------------------ the watcher
     def _watch(self) -> None:
         while True:
             timeout = None
-            if self._signalled_at is not None and self._last_beat < self._signalled_at:
+            if self._signalled_at is not None and not self._answered:
                 timeout = max(0.0, self._signalled_at + self.grace() - time.monotonic())
             ready, _, _ = select.select([self._rx], [], [], timeout)
             if not ready:
+                if self._answered:  # answered while the timer ran out
+                    continue
                 seconds = time.monotonic() - self._signalled_at
                 self.give_up(f"the step in progress did not end within {seconds:.0f} s of "
                              f"{signal.Signals(self._signal).name} (stuck in native code?)")

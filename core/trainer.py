@@ -291,7 +291,7 @@ def train(cfg, model, optimizer, scaler, ema, pipe, prog: Progress, log: RunLog,
         log.throughput(prog, spe, clock.images_per_sec(cfg.batch_size, window=window))
         rated = prog.step
     log.running(prog, spe)
-    while prog.step < prog.total_steps and not stop.requested:
+    while prog.step < prog.total_steps and not stop.agreed:
         for v1, v2 in pipe.epoch(prog.epoch, start=prog.step - prog.epoch * spe):
             warmup = min(round(cfg.warmup_epochs * spe), prog.total_steps)
             lr = warmup_cosine(prog.step, prog.total_steps, warmup, peak_lr)
@@ -339,7 +339,7 @@ def train(cfg, model, optimizer, scaler, ema, pipe, prog: Progress, log: RunLog,
             stop.beat()
     if prog.step > rated and clock.step_seconds:  # a short run or a partial epoch: its steps since the last rate
         throughput(min(prog.step - rated, len(clock.step_seconds)))
-    if stop.requested:
+    if stop.agreed:
         checkpoint()
         return "stopped"
     if prog.step != prog.epoch * spe:  # ended mid-epoch (--max-steps or --time-budget)
@@ -411,14 +411,18 @@ def fit_to_budget(cfg: PretrainConfig, prog: Progress, clock: Clock, spe: int) -
 
 
 def stop_agreed(stop: StopGuard) -> bool:
-    """A stop asked of any rank stops every rank at the same step."""
+    """A stop asked of any rank stops every rank at the same step (``stop.agreed``).
+
+    A request that arrives during the all-reduce is kept for the next step's.
+    """
     if not dist.is_dist():
-        return stop.requested
+        stop.agreed = stop.requested
+        return stop.agreed
     flag = torch.tensor([1.0 if stop.requested else 0.0],
                         device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
     torch.distributed.all_reduce(flag)
-    stop.requested = bool(flag.item())
-    return stop.requested
+    stop.agreed = bool(flag.item())
+    return stop.agreed
 
 
 def resume_hint(run_dir: Path) -> str:

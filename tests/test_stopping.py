@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from core import trainer
 from core.checkpoint import load_checkpoint
 from core.rundir import effective_state, read_json, read_metrics
 from core.stopping import StopGuard
@@ -148,8 +149,35 @@ def test_the_grace_period_follows_the_slowest_recent_step(monkeypatch):
     monkeypatch.setenv("SIMCLR_STOP_GRACE", "5")
     guard = StopGuard()
     assert guard.grace() == 5
+    time.sleep(0.2)
+    guard.beat()  # the first step's end: what came before it (set-up) is not a step's time
+    assert guard.grace() == 5 and not guard._beats
     guard._beats.extend([0.5, 4.0, 1.0])
     assert guard.grace() == 12
+
+
+def test_the_default_grace_is_shorter_under_torchrun(monkeypatch):
+    """torchrun SIGKILLs its workers 30 s after forwarding a SIGTERM: give up before that."""
+    monkeypatch.delenv("SIMCLR_STOP_GRACE", raising=False)
+    assert StopGuard().grace() == 60
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert StopGuard().grace() == 20
+
+
+def test_a_slow_step_is_not_a_stuck_one(tmp_path):
+    """The main thread that runs Python code after the signal (a slow monitor, a slow save)
+    is left to finish: Python's own handler ran, so nothing needs rescuing."""
+    code = (
+        "import os, signal, time, sys\n"
+        "from core.stopping import StopGuard\n"
+        "with StopGuard() as g:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    end = time.time() + 4\n"
+        "    while time.time() < end: sum(range(1000))  # Python code, for twice the grace\n"
+        "    print('finished', g.requested, flush=True)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                         env={**os.environ, "SIMCLR_STOP_GRACE": "2"})
+    assert res.returncode == 0 and res.stdout.strip() == "finished True", res.stderr
 
 
 @pytest.mark.parametrize("value", ["soon", "0", "-3"])
@@ -166,6 +194,14 @@ def test_handlers_are_restored_after_a_run(tmp_path, monkeypatch):
     from core import cli
     monkeypatch.setenv("SIMCLR_CACHE", str(tmp_path / ".cache"))
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    during = []
+    real_stop_agreed = trainer.stop_agreed
+
+    def stop_agreed(stop):
+        during.append(signal.getsignal(signal.SIGTERM))
+        return real_stop_agreed(stop)
+    monkeypatch.setattr(trainer, "stop_agreed", stop_agreed)
     assert cli.main([*ARGS, "--max-steps", "2", "--run-dir", str(tmp_path / "r")]) == 0
+    assert during and all(getattr(h, "__self__", None).__class__ is StopGuard for h in during)  # installed meanwhile
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
     assert signal.set_wakeup_fd(-1) == -1  # and no wakeup fd left behind
