@@ -206,6 +206,10 @@ class _Tee:
     def fileno(self) -> int:
         return self.stream.fileno()
 
+    def copy_fds(self) -> list[int]:
+        """Where a writer that bypasses Python's streams (core.stopping) should also write."""
+        return [] if self.file.closed else [self.file.fileno()]
+
 
 def cmd_presets(args: argparse.Namespace) -> int:
     from rich.console import Console

@@ -152,7 +152,8 @@ class StopGuard:
         with self._lock:
             signum = signum or self._signal or signal.SIGTERM
             say(f"simclr: {why}")
-            faulthandler.dump_traceback(file=2, all_threads=True)
+            for fd in output_fds():
+                faulthandler.dump_traceback(file=fd, all_threads=True)
             try:
                 note = self.on_give_up(why) if self.on_give_up is not None else None
                 if note:
@@ -162,8 +163,16 @@ class StopGuard:
             os._exit(128 + int(signum))
 
 
+def output_fds() -> list[int]:
+    """File descriptor 2, and the run's stdout.log where ``core.cli`` copies stderr into it."""
+    import sys
+    copies = getattr(sys.stderr, "copy_fds", None)  # reading the attribute takes no lock
+    return [2] + (copies() if callable(copies) else [])
+
+
 def say(line: str) -> None:
-    try:
-        os.write(2, (line + "\n").encode(errors="replace"))
-    except OSError:
-        pass
+    for fd in output_fds():
+        try:
+            os.write(fd, (line + "\n").encode(errors="replace"))
+        except OSError:
+            pass

@@ -96,8 +96,9 @@ def test_sigterm_to_a_step_stuck_in_c_records_the_last_checkpoint_and_exits(tmp_
     assert load_checkpoint(run / "checkpoints" / "last.pt")["progress"]["step"] == 8
     assert "did not end within" in status["note"] and "SIGTERM" in status["note"]
     assert "stopped at the last checkpoint, step 8" in status["note"]
-    log = out.read_text()
-    assert "stopping after this step" in log and "block_in_c" in log  # the stuck thread's stack
+    for log in (out.read_text(), (run / "stdout.log").read_text()):  # the terminal, and the run's own log
+        assert "stopping after this step" in log and "block_in_c" in log  # the stuck thread's stack
+        assert "stopped at the last checkpoint, step 8" in log
     resume_finishes(run, tmp_path)
 
 
