@@ -153,7 +153,8 @@ def check_steps(sizes: Sizes, device, root: Path) -> list[dict[str, Any]]:
                 result = {"autocast": str(amp_dtype(cfg, device)).replace("torch.", ""),
                           "ms_per_step": round(step_s * 1e3, 2), "pairs_per_s": round(cfg.batch_size / step_s, 1),
                           "first_loss": round(out["losses"][0], 5), "last_loss": round(out["losses"][-1], 5),
-                          "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None}
+                          "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
+                          if device.type == "cuda" else None}
                 if not finite:
                     raise AssertionError(f"non-finite loss: {out['losses']}")
                 if precision == "bf16" and ("fp32", channels_last) in first_loss:
@@ -161,7 +162,8 @@ def check_steps(sizes: Sizes, device, root: Path) -> list[dict[str, Any]]:
                     rel = abs(out["losses"][0] - ref) / abs(ref)
                     result["first_loss_vs_fp32"] = round(rel, 5)
                     if rel > 0.02:
-                        raise AssertionError(f"bf16's first loss {out['losses'][0]:.4f} is {rel:.1%} from fp32's {ref:.4f}")
+                        raise AssertionError(f"bf16's first loss {out['losses'][0]:.4f} is {rel:.1%} "
+                                             f"from fp32's {ref:.4f}")
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats()
                 return result
@@ -198,7 +200,7 @@ def check_data_parallel(sizes: Sizes, device, root: Path) -> dict[str, Any]:
         if diff > 1e-3:
             raise AssertionError(f"DataParallel over one GPU moved the loss by {diff}")
     else:
-        res = cli(["pretrain", *cli_flags(sizes, device), "--data-parallel", "true", "--max-steps", "10",
+        cli(["pretrain", *cli_flags(sizes, device), "--data-parallel", "true", "--max-steps", "10",
                    "--knn-every", "0", "--run-dir", str(root / "dp")], timeout=240)
         result["cli_pretrain_data_parallel"] = read_status(root / "dp")["state"]
     return result
@@ -240,7 +242,8 @@ def cli(args: list[str], timeout: float, launcher: list[str] | None = None) -> s
 
 
 def cli_flags(sizes: Sizes, device) -> list[str]:
-    return ["--preset", "tiny", "--width", str(sizes.cli_width), "--image-size", "32" if device.type == "cuda" else "16",
+    size = "32" if device.type == "cuda" else "16"
+    return ["--preset", "tiny", "--width", str(sizes.cli_width), "--image-size", size,
             "--device", device.type]
 
 
@@ -363,7 +366,8 @@ def run_checks(checks: list[tuple[str, Callable[[], Any]]], budget_s: float,
     DEADLINE[0] = time.monotonic() + budget_s
     for name, fn in checks:
         if time.perf_counter() - t_start > budget_s:
-            rows.append({"check": name, "ok": None, "seconds": 0.0, "error": f"skipped: past the {budget_s:.0f} s budget"})
+            rows.append({"check": name, "ok": None, "seconds": 0.0,
+                         "error": f"skipped: past the {budget_s:.0f} s budget"})
             continue
         t0 = time.perf_counter()
         try:
@@ -371,14 +375,16 @@ def run_checks(checks: list[tuple[str, Callable[[], Any]]], budget_s: float,
         except BaseException as e:  # noqa: BLE001 - every check is reported, whatever it raised
             if isinstance(e, KeyboardInterrupt):
                 raise
-            row = {"check": name, "ok": False, "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}",
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            row = {"check": name, "ok": False, "error": f"{type(e).__name__}: {first}",
                    "traceback": traceback.format_exc()}
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the subprocess checks get the memory this process cached
         after_each(rows)  # a report on disk even if something kills this process later
-        print(f"gpu_check: {name}: {'ok' if row['ok'] else row['error']} ({row['seconds']} s)", file=sys.stderr, flush=True)
+        print(f"gpu_check: {name}: {'ok' if row['ok'] else row['error']} ({row['seconds']} s)", file=sys.stderr,
+              flush=True)
     return rows
 
 
@@ -394,7 +400,8 @@ def markdown(rows: list[dict[str, Any]], env: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--json", type=Path, default=Path("gpu_check.json"), help="the JSON report (default: ./gpu_check.json)")
+    p.add_argument("--json", type=Path, default=Path("gpu_check.json"),
+                   help="the JSON report (default: ./gpu_check.json)")
     p.add_argument("--budget", type=float, default=360.0,
                    help="seconds; checks not started by then are skipped, and a running one's commands are cut "
                         "to end within a minute of it (default: 360)")

@@ -78,7 +78,7 @@ def probe(args: argparse.Namespace) -> int:
         wrong = bool(err) and err[0] > 1e-4
         if result != "ok" or wrong:
             bad.append(case)
-            what = f"{result} (exit {code})" if result == "crash" else result if result != "ok" else f"error {err[0]:.1e}"
+            what = {"ok": f"error {err[0]:.1e}" if err else "", "crash": f"crash (exit {code})"}.get(result, result)
             print(f"in={case[0]:>3} out={case[1]:>3} k={case[2]} stride={case[3]}: {what}; sizes done {sizes}")
     isa = args.isa or "native"
     print(f"{len(bad)} of {len(cases)} cases broke with ISA {isa} (torch {torch_version()}, sizes {args.sizes})")

@@ -47,13 +47,14 @@ BROKEN = textwrap.dedent("""
 def test_a_crash_or_a_native_hang_fails_only_its_own_test(tmp_path):
     (tmp_path / "test_broken.py").write_text(BROKEN)
     t0 = time.time()
-    res = subprocess.run([sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path),
-                          "-p", "no:cacheprovider", "-q", "-o", "faulthandler_timeout=2", str(tmp_path / "test_broken.py")],
-                         capture_output=True, text=True, timeout=150, cwd=tmp_path)
+    res = subprocess.run([sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"),
+                          "--rootdir", str(tmp_path), "-p", "no:cacheprovider", "-q", "-o", "faulthandler_timeout=2",
+                          str(tmp_path / "test_broken.py")], capture_output=True, text=True, timeout=150, cwd=tmp_path)
     out = res.stdout + res.stderr
     assert res.returncode == 1, out[-3000:]
     assert "3 failed, 2 passed" in out, out[-3000:]
     for name in ("test_aborts", "test_segfaults", "test_deadlocks_in_c"):
         assert f"crashed while running 'test_broken.py::{name}'" in out, out[-3000:]
-    assert 'line 19 in test_deadlocks_in_c' in out  # the hung test's stack, printed by faulthandler before the timeout ended it
+    # the hung test's stack, printed by faulthandler before the timeout ended it
+    assert "line 19 in test_deadlocks_in_c" in out
     assert time.time() - t0 < 120
