@@ -60,7 +60,8 @@ class StopGuard:
     previous handlers on exit. Call ``beat()`` after every step.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_signal: Callable[[], None] | None = None) -> None:
+        self.on_signal = on_signal  # also called by Python's handler, in the main thread (it may raise)
         self.requested = False
         self.agreed = False
         self.on_give_up: Callable[[str], str | None] | None = None  # returns what it recorded
@@ -115,6 +116,8 @@ class StopGuard:
     def _handler(self, signum, frame) -> None:  # noqa: ARG002 - runs when the main thread can
         self.requested = True
         self._answered = True  # it runs Python code, so it will see the flag: nothing to rescue
+        if self.on_signal is not None:
+            self.on_signal()
 
     # ------------------------------------------------------------------ the watcher
     def _watch(self) -> None:

@@ -206,3 +206,31 @@ def test_handlers_are_restored_after_a_run(tmp_path, monkeypatch):
     assert during and all(getattr(h, "__self__", None).__class__ is StopGuard for h in during)  # installed meanwhile
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
     assert signal.set_wakeup_fd(-1) == -1  # and no wakeup fd left behind
+
+
+def test_an_evaluation_job_stuck_in_c_is_stopped_too(tmp_path):
+    """linear-eval / knn / finetune share the guard: a job whose work blocks in C ends after
+    the grace period, recorded as stopped with a note, and keeps no half result."""
+    run = tmp_path / "r"
+    run.mkdir()
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT / 'tests')!r})\n"
+        "from pathlib import Path\n"
+        "from core.evaluation.job import EvalJob\n"
+        "from fault_runner import block_in_c\n"
+        "def work(job):\n"
+        "    job.say('extracting features')\n"
+        "    block_in_c()\n"
+        f"sys.exit(EvalJob(Path({str(run)!r}), 'linear-last', 'linear-eval', 'last').run(work))\n")
+    out = tmp_path / "out.log"
+    with open(out, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
+                                env={**os.environ, "SIMCLR_STOP_GRACE": "2"}, start_new_session=True)
+    wait_for(lambda: "extracting features" in out.read_text(), proc)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    status = read_json(run / "eval" / "linear-last" / "status.json")
+    assert status["state"] == "stopped" and "did not end within" in status["note"]
+    assert not (run / "eval" / "linear-last.json").exists()

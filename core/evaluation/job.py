@@ -14,7 +14,6 @@ marks it ``failed`` with a one-line reason (exit 1).
 from __future__ import annotations
 
 import contextlib
-import signal
 import sys
 import time
 import traceback
@@ -30,6 +29,7 @@ from ..rundir import (
     job_result_path,
     read_json,
 )
+from ..stopping import StopGuard
 
 
 class StopRequested(Exception):
@@ -94,18 +94,25 @@ class EvalJob:
     # ------------------------------------------------------------------ running it
     @contextlib.contextmanager
     def _stop_on_signals(self):
-        """SIGTERM/SIGINT set the stop flag while the job runs; the old handlers come back after."""
-        def handler(signum, frame):  # noqa: ARG001
+        """SIGTERM/SIGINT set the stop flag while the job runs (``core.stopping``: a job stuck
+        in native code is ended after the grace period, a second signal ends it at once); the
+        old handlers come back after."""
+        def on_signal():
             self._stop["stop"] = True
             if self._stop["raise"]:
                 self._stop["raise"] = False
                 raise StopRequested
-        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
+        with StopGuard(on_signal=on_signal) as guard:
+            guard.on_give_up = self._abandoned
             yield
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
+
+    def _abandoned(self, why: str) -> str | None:
+        """The process ends without the work returning (the stop watcher's thread)."""
+        if self.status is None:
+            return None
+        note = f"{why}; this job keeps nothing: run it again"
+        self.status.final(state="stopped", phase="stopped", note=note)
+        return note
 
     def run(self, work: Callable[["EvalJob"], dict[str, Any]]) -> int:
         """Run ``work(job)``, which returns the result dict. Exit code: 0 finished or stopped, 1 failed."""
