@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Sequence, get_type_hints
 
+from .clitools import Parser, UsageError, tee_to
 from .config import (
     PRESET_NOTES,
     PRESETS,
@@ -31,15 +32,6 @@ from .config import (
 from .evaluation.cli import add_commands as add_eval_commands
 
 RUNTIME_ONLY = ("device", "workers")  # may change on --resume: they do not change the maths
-
-
-class UsageError(Exception):
-    """Bad command-line use; printed as one line, exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2, like every other usage error
-        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
 # ---------------------------------------------------------------------- pretrain flags
@@ -154,63 +146,6 @@ def _run_pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, made: bool, 
         dist.cleanup()
 
 
-class tee_to:
-    """Copy stdout/stderr into the run's stdout.log, unless they already go there."""
-
-    def __init__(self, path: Path, enabled: bool = True) -> None:
-        self.path, self.enabled = path, enabled
-        self.file = None
-
-    def __enter__(self):
-        if not self.enabled or _same_file(sys.stdout, self.path):
-            return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.path, "a", buffering=1)
-        self.saved = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = _Tee(sys.stdout, self.file), _Tee(sys.stderr, self.file)
-        return self
-
-    def __exit__(self, *exc):
-        if self.file is not None:
-            sys.stdout, sys.stderr = self.saved
-            self.file.close()
-        return False
-
-
-def _same_file(stream, path: Path) -> bool:
-    try:
-        a, b = os.fstat(stream.fileno()), os.stat(path)
-    except (OSError, ValueError, AttributeError):
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
-class _Tee:
-    def __init__(self, stream, file) -> None:
-        self.stream, self.file = stream, file
-
-    def write(self, text: str) -> int:
-        self.stream.write(text)
-        if not self.file.closed:
-            self.file.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-        if not self.file.closed:
-            self.file.flush()
-
-    def isatty(self) -> bool:
-        return self.stream.isatty()
-
-    def fileno(self) -> int:
-        return self.stream.fileno()
-
-    def copy_fds(self) -> list[int]:
-        """Where a writer that bypasses Python's streams (core.stopping) should also write."""
-        return [] if self.file.closed else [self.file.fileno()]
-
-
 def cmd_presets(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -275,8 +210,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="simclr", description="SimCLR pretraining and evaluation (headless runner)")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="simclr", description="SimCLR pretraining and evaluation (headless runner)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("pretrain", help="pretrain an encoder with SimCLR",
                        description="Pretrain an encoder with SimCLR. Flags override --config and --preset.",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..clitools import UsageError
 from ..config import BACKBONES, DATASETS, PretrainConfig, dash
 from ..rundir import check_run_name, eval_job_name, read_json
 from .baselines import BASELINES, baseline_of
@@ -26,7 +27,6 @@ _CHECKPOINT_RE = re.compile(r"^(last|epoch_\d{4,})$")
 
 
 def _usage(msg: str) -> Exception:
-    from ..cli import UsageError
     return UsageError(msg)
 
 

@@ -118,7 +118,7 @@ class EvalJob:
         """Run ``work(job)``, which returns the result dict. Exit code: 0 finished or stopped, 1 failed."""
         from torch.utils.tensorboard import SummaryWriter
 
-        from ..cli import tee_to
+        from ..clitools import tee_to
         from ..trainer import one_line
 
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,79 @@
+"""What every command line of the runner shares: one-line usage errors, and copying a
+process's output into its run's stdout.log.
+
+Its own small module so ``core.cli`` and ``core.evaluation`` both import it without
+importing each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+class UsageError(Exception):
+    """Bad command-line use; printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, like every other usage error
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+class tee_to:
+    """Copy stdout/stderr into the run's stdout.log, unless they already go there."""
+
+    def __init__(self, path: Path, enabled: bool = True) -> None:
+        self.path, self.enabled = path, enabled
+        self.file = None
+
+    def __enter__(self):
+        if not self.enabled or _same_file(sys.stdout, self.path):
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a", buffering=1)
+        self.saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(sys.stdout, self.file), _Tee(sys.stderr, self.file)
+        return self
+
+    def __exit__(self, *exc):
+        if self.file is not None:
+            sys.stdout, sys.stderr = self.saved
+            self.file.close()
+        return False
+
+
+def _same_file(stream, path: Path) -> bool:
+    try:
+        a, b = os.fstat(stream.fileno()), os.stat(path)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+class _Tee:
+    def __init__(self, stream, file) -> None:
+        self.stream, self.file = stream, file
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        if not self.file.closed:
+            self.file.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+        if not self.file.closed:
+            self.file.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def copy_fds(self) -> list[int]:
+        """Where a writer that bypasses Python's streams (core.stopping) should also write."""
+        return [] if self.file.closed else [self.file.fileno()]
