@@ -10,8 +10,8 @@ first convolution (3 colour channels) pass, on AVX2, AVX-512 and AVX kernels ali
 (``bench/layout_probe.py`` runs every case in its own process; docs/BENCHMARKS.md has the
 table). Below width 8 channels_last gains little or loses (0.82-1.35x of NCHW on 2 cores,
 a whole forward + backward, steps under 0.15 s), so on CPU every model with a convolution
-after the first that sees fewer than 8 channels runs in NCHW. On CUDA (cuDNN) models run in channels_last,
-which the tensor cores want.
+after the first that sees fewer than 8 channels runs in NCHW. On CUDA (cuDNN) models run
+in channels_last, which the tensor cores want.
 
 ``SIMCLR_CHANNELS_LAST=0`` or ``=1`` in the environment overrides the choice (``auto``,
 the default, is the rule above), for a CPU whose kernels break somewhere else.
