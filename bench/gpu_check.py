@@ -191,10 +191,10 @@ def check_data_parallel(sizes: Sizes, device, root: Path) -> dict[str, Any]:
     cfg = recipe_config(sizes, "fp32", device.type)
     steps = 3
     wrapped = train_steps(cfg, device, steps, root, data_parallel=True)
-    bare = train_steps(cfg, device, steps, root)
     result = {"gpus": n, "ms_per_step": round(statistics.median(wrapped["seconds"][1:]) * 1e3, 2),
               "losses": [round(v, 5) for v in wrapped["losses"]]}
     if n == 1:  # DataParallel over one device is the model itself: the same numbers
+        bare = train_steps(cfg, device, steps, root)
         diff = max(abs(a - b) for a, b in zip(wrapped["losses"], bare["losses"]))
         result["max_loss_diff_vs_bare"] = diff
         if diff > 1e-3:
@@ -215,11 +215,16 @@ def time_left(timeout: float) -> float:
     return max(10.0, min(timeout, DEADLINE[0] + 60 - time.monotonic()))
 
 
+def runner_env() -> dict[str, str]:
+    """This process's environment, with this checkout first on the path of `python -m core`."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+
+
 def cli(args: list[str], timeout: float, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
     """The command line in its own session; on a timeout its whole process group (torchrun's
     workers too) gets SIGTERM, then SIGKILL, so nothing holds the GPU for the next check."""
     cmd = (launcher or [sys.executable]) + ["-m", "core", *args]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = runner_env()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
     try:
@@ -291,7 +296,7 @@ def check_pretrain_monitor(sizes: Sizes, device, root: Path) -> dict[str, Any]:
 
 def check_stop_resume(sizes: Sizes, device, root: Path) -> dict[str, Any]:
     run = root / "stop"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = runner_env()
     # width 16 and no epoch checkpoints: last.pt is rewritten every epoch, small (this checks
     # stopping and resuming on the device, not the recipe)
     cmd = [sys.executable, "-m", "core", "pretrain", *cli_flags(sizes, device), "--width", "16", "--epochs",

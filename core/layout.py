@@ -51,7 +51,6 @@ def memory_format(model: nn.Module, device: torch.device | str) -> torch.memory_
     return torch.contiguous_format if channels_last_hazards(model) else torch.channels_last
 
 
-def to_layout(model: nn.Module, device: torch.device | str) -> tuple[nn.Module, torch.memory_format]:
-    """``model`` moved to its layout on ``device`` (in place, as ``Module.to``), and that layout."""
-    fmt = memory_format(model, device)
-    return model.to(memory_format=fmt), fmt
+def to_layout(model: nn.Module, device: torch.device | str) -> nn.Module:
+    """``model`` moved to its layout on ``device`` (in place, as ``Module.to``)."""
+    return model.to(memory_format=memory_format(model, device))

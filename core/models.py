@@ -151,7 +151,7 @@ def inference_copy(net: nn.Module) -> nn.Module:
         setattr(new_parent, bn, nn.Identity())
     from .layout import to_layout
     device = next(copied.parameters()).device
-    return to_layout(copied, device)[0]
+    return to_layout(copied, device)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

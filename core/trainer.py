@@ -109,7 +109,7 @@ def build_training_model(cfg: PretrainConfig, device: torch.device) -> nn.Module
     if dist.is_dist():
         # global BatchNorm: statistics over the whole batch, as one process would compute
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else dist.convert_global_bn(model)
-    return layout.to_layout(model, device)[0]
+    return layout.to_layout(model, device)
 
 
 def wrap_model(cfg: PretrainConfig, model: nn.Module, device: torch.device) -> nn.Module:
