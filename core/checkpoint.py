@@ -8,11 +8,9 @@ from typing import Any
 
 import torch
 
+from .errors import CheckpointError  # defined torch-free, for the command line
+
 VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, corrupt or not ours; the message says what to do."""
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:

@@ -236,8 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .checkpoint import CheckpointError
-    from .data import DataError
+    from .errors import CheckpointError, DataError
 
     parser = build_parser()
     try:

@@ -26,6 +26,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from .errors import DataError  # defined torch-free, for the command line
+
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 SPLIT_NAMES = {"train": ("train",), "test": ("test", "val")}
 
@@ -37,10 +39,6 @@ STATS = {
     "synthetic": ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
 }
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-
-
-class DataError(RuntimeError):
-    """A dataset problem a person must fix; the message says how."""
 
 
 @dataclass

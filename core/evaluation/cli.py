@@ -19,7 +19,7 @@ from ..clitools import UsageError
 from ..config import BACKBONES, DATASETS, PretrainConfig, dash
 from ..rundir import check_run_name, eval_job_name, read_json
 from .baselines import BASELINES, baseline_of
-from .linear import L2_GRID, PROTOCOLS, LinearSettings
+from .settings import L2_GRID, PROTOCOLS, LinearSettings
 
 #: chosen by measurement (docs/EVALUATION.md): higher test accuracy in less time than the seed's Adam
 DEFAULT_PROTOCOL = "lbfgs"
