@@ -54,6 +54,11 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 
 def resolve_config(args: argparse.Namespace) -> PretrainConfig:
     """defaults < preset < --config file < flags, then validated."""
+    return PretrainConfig.from_dict(resolve_values(args)).validate()
+
+
+def resolve_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The config values defaults < preset < --config file < flags give, not yet validated."""
     values: dict[str, Any] = {}
     file_values = load_config_file(args.config) if args.config else {}
     preset_name = args.preset or file_values.pop("preset", None)
@@ -62,7 +67,7 @@ def resolve_config(args: argparse.Namespace) -> PretrainConfig:
     values.update(file_values)
     values.update({f.name: getattr(args, f.name) for f in fields(PretrainConfig)
                    if getattr(args, f.name) is not None})
-    return PretrainConfig.from_dict(values).validate()
+    return values
 
 
 def given_flags(args: argparse.Namespace) -> list[str]:
@@ -74,6 +79,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from . import dist, rundir
 
     timeout = dist.timeout_from_env()  # checked before anything is written
+    if args.then and not args.queue:
+        raise UsageError("--then runs jobs after a queued run: add --queue (or use `simclr sweep`)")
+    if args.queue:
+        if args.resume:
+            raise UsageError("--queue starts a new run later; resume a run now with --resume (no --queue)")
+        return queue_one(args)
     if args.resume:
         run_dir = Path(args.resume)
         if args.run_dir and Path(args.run_dir).resolve() != run_dir.resolve():
@@ -107,15 +118,190 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return _run_pretrain(cfg, run_dir, args.resume is not None, made, timeout)
 
 
+def queue_one(args: argparse.Namespace) -> int:
+    """`simclr pretrain ... --queue`: a queued run at the end of the queue, started by the worker."""
+    from . import queue, rundir
+
+    cfg = resolve_config(args)
+    then = [parse_then(t) for t in args.then]
+    with queue.queue_lock(args.runs_dir):
+        if args.run_dir:
+            run_dir = Path(args.run_dir)
+            rundir.check_run_name(run_dir.name)
+            if Path(args.runs_dir).resolve() != run_dir.resolve().parent:
+                raise UsageError(f"a queued run lives in the queue's runs directory: give --run-dir "
+                                 f"{Path(args.runs_dir) / run_dir.name} (or --runs-dir {run_dir.parent})")
+            check_free(run_dir, resume=False)
+        else:
+            run_dir = rundir.claim_run_dir(args.runs_dir, cfg.dataset, cfg.backbone)
+        queue.enqueue(args.runs_dir, run_dir, cfg, then)
+        position = queue.positions(args.runs_dir).get(run_dir.name)
+    print(f"queued {run_dir} at position {position}" + (f", then {', '.join(t[0] for t in then)}" if then else ""))
+    report_worker(args.runs_dir, queue.ensure_worker(args.runs_dir))
+    return 0
+
+
+def parse_then(spec: str) -> list[str]:
+    """One --then job, e.g. ``knn`` or ``"finetune --label-fraction 0.1"``, checked by the
+    evaluation command's own parser (the run directory is added when it starts)."""
+    import shlex
+
+    from .queue import THEN_COMMANDS
+
+    argv = shlex.split(spec)
+    if not argv or argv[0] not in THEN_COMMANDS:
+        raise UsageError(f"--then {spec!r}: give one of {', '.join(THEN_COMMANDS)}, with its flags "
+                         f"in quotes, e.g. --then \"finetune --label-fraction 0.1\"")
+    if any(a == "--run-dir" or a.startswith("--run-dir=") for a in argv):
+        raise UsageError(f"--then {spec!r}: leave out --run-dir; the job evaluates the run it follows")
+    try:
+        build_parser().parse_args([argv[0], "--run-dir", "RUN", *argv[1:]])
+    except UsageError as e:
+        raise UsageError(f"--then {spec!r}: {str(e).split(' (see ')[0]}") from None
+    return argv
+
+
+def report_worker(runs_dir: str, pid: int | None) -> None:
+    from .queue import default_slots
+
+    if pid is None:
+        print(f"no worker started; start one with `simclr queue work --runs-dir {runs_dir}`")
+    else:
+        print(f"worker pid {pid} ({default_slots(runs_dir)} slot(s)); follow it with "
+              f"`simclr queue --runs-dir {runs_dir}` or simclr-tui")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """`simclr sweep NAME --grid K=V1,V2 --seeds 0,1,2 -- PRETRAIN_FLAGS`: one queued run per combination."""
+    from . import queue, rundir, sweep
+
+    rundir.check_run_name(args.name)
+    grid = sweep.parse_grid(args.grid)
+    seeds = sweep.parse_seeds(args.seeds) if args.seeds is not None else None
+    if not grid and seeds is None:
+        raise UsageError("a sweep needs at least one --grid KEY=V1,V2 or --seeds 0,1,2")
+    base = resolve_values(pretrain_flag_parser().parse_args(args.pretrain_flags))
+    then = [parse_then(t) for t in args.then]
+    if args.slots is not None and args.slots < 1:
+        raise UsageError(f"--slots must be at least 1 (got {args.slots})")
+    members = sweep.expand(args.name, base, grid, seeds)
+    typed_grid = {k: list(dict.fromkeys(m.swept[k] for m in members)) for k in grid}
+    root = Path(args.runs_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    with queue.queue_lock(root):
+        used = [r.name for r in rundir.iter_runs(root) if (rundir.read_json(r.path / "sweep.json") or {}).get("sweep")
+                == args.name]
+        if used:
+            raise UsageError(f"sweep {args.name} already exists in {root} ({len(used)} run(s), e.g. {used[0]}); "
+                             f"choose another name, or `simclr queue cancel {args.name}` to drop its queued runs")
+        taken = [m.name for m in members if (root / m.name).exists()]
+        if taken:
+            raise UsageError(f"sweep {args.name}: {root / taken[0]} already exists"
+                             f"{f' (and {len(taken) - 1} more)' if len(taken) > 1 else ''}; choose another "
+                             f"sweep name, or `simclr queue cancel {args.name}` to drop its queued runs")
+        made = []
+        try:
+            for m in members:
+                rundir.check_run_name(m.name)
+                made.append(root / m.name)
+                queue.enqueue(root, root / m.name, m.config, then,
+                              m.sweep_record(args.name, len(members), typed_grid, seeds))
+        except BaseException:  # all or nothing: a sweep half made is not a sweep
+            import shutil
+            for path in made:
+                shutil.rmtree(path, ignore_errors=True)
+            raise
+        where = queue.positions(root)
+    first, last = where[members[0].name], where[members[-1].name]
+    place = f"position {first}" if first == last else f"positions {first}-{last}"
+    print(f"sweep {args.name}: {len(members)} run{'s' * (len(members) > 1)} queued in {root} ({place})"
+          + (f", each followed by {', '.join(t[0] for t in then)}" if then else ""))
+    for m in members:
+        print(f"  {m.name}")
+    if args.slots is not None:
+        queue.set_slots(root, args.slots)
+    if args.no_start:
+        print(f"not started (--no-start); start with `simclr queue work --runs-dir {root}`")
+    else:
+        report_worker(str(root), queue.ensure_worker(root))
+    return 0
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    """`simclr queue`: what is queued, in order, what runs, and the worker."""
+    import json
+
+    from . import queue
+    from .rundir import LIVE_STATES, iter_runs
+
+    root = Path(args.runs_dir)
+    if not root.is_dir():
+        raise UsageError(f"--runs-dir {root} does not exist")
+    worker = queue.worker_info(root)
+    running = []
+    for run in iter_runs(root, jobs=True):
+        if run.state in LIVE_STATES or (run.state == "queued" and (queue.read_queue_file(run.path) or {}).get("launch")):
+            st = run.status or {}
+            launch = (queue.read_queue_file(run.path) or {}).get("launch") or {}
+            name = f"{run.path.parent.parent.name}/eval/{run.name}" if run.path.parent.name == "eval" else run.name
+            running.append({"name": name, "kind": st.get("kind", "pretrain"), "state": run.state,
+                            "pid": st.get("pid") or launch.get("pid"), "gpu": launch.get("gpu")})
+    queued = [{"position": i + 1, "name": e.run, "sweep": e.sweep} for i, e in enumerate(queue.queued(root))]
+    jobs = [{"name": e.name, "run": e.run, "command": " ".join(e.argv), "run_state": state,
+             "ready": state == "finished"} for e, state in queue.pending_jobs(root)]
+    data = {"runs_dir": str(root), "worker": worker, "slots": queue.default_slots(root),
+            "running": running, "queued": queued, "jobs": jobs}
+    if args.format == "json":
+        print(json.dumps(data, indent=2))
+        return 0
+    w = (f"worker pid {worker.get('pid')}, {worker.get('slots')} slot(s)" if worker else
+         "no worker" + (f" (start one: simclr queue work --runs-dir {root})" if queue.has_work(root) else ""))
+    print(f"queue of {root}: {len(queued)} queued, {len(running)} running, {len(jobs)} job(s) waiting; {w}")
+    for r in running:
+        print(f"  running  {r['name']}  ({r['kind']}, pid {r['pid']}" + (f", GPU {r['gpu']})" if r["gpu"] else ")"))
+    for q in queued:
+        print(f"  #{q['position']:<6} {q['name']}" + (f"  [sweep {q['sweep']}]" if q["sweep"] else ""))
+    for j in jobs:
+        print(f"  then     {j['name']}  ({'ready' if j['ready'] else 'after the run, now ' + j['run_state']})")
+    return 0
+
+
+def cmd_queue_work(args: argparse.Namespace) -> int:
+    from . import queue
+
+    if args.slots is not None:
+        queue.set_slots(args.runs_dir, args.slots)
+    import shlex
+
+    runner = shlex.split(args.runner) if args.runner else None
+    return queue.Worker(args.runs_dir, slots=args.slots, runner=runner).run()
+
+
+def cmd_queue_cancel(args: argparse.Namespace) -> int:
+    from . import queue
+
+    names = queue.cancel(args.runs_dir, args.runs)
+    print(f"cancelled {len(names)} queued run(s): {', '.join(names)}")
+    return 0
+
+
+def cmd_queue_move(args: argparse.Namespace) -> int:
+    from . import queue
+
+    print(f"{args.run} is now #{queue.move(args.runs_dir, args.run, args.where)} in the queue")
+    return 0
+
+
 def check_free(run_dir: Path, resume: bool) -> None:
-    """A new run needs an empty directory (the TUI leaves a stdout.log); a resumed one a dead writer."""
+    """A new run needs an unstarted directory (empty but for the TUI's stdout.log, notes, or a
+    queued run's files: `rundir.is_unstarted`); a resumed one a dead writer."""
     from . import rundir
 
     if resume:
         status = rundir.read_json(run_dir / "status.json")
         if rundir.effective_state(status) in rundir.LIVE_STATES:
             raise UsageError(f"{run_dir} is still running (pid {status.get('pid')}); stop it before resuming")
-    elif run_dir.exists() and not set(os.listdir(run_dir)) <= {"stdout.log"}:
+    elif not rundir.is_unstarted(run_dir):
         raise UsageError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --run-dir")
 
 
@@ -209,6 +395,19 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- parser
+def add_source_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="a .json or .yaml file of config keys")
+    p.add_argument("--preset", help=f"start from a preset: {', '.join(PRESETS)} (see `simclr presets`)")
+
+
+def pretrain_flag_parser() -> argparse.ArgumentParser:
+    """The config flags of `simclr pretrain` alone: what a sweep's runs share."""
+    p = Parser(prog="simclr sweep ... --", add_help=False)
+    add_source_flags(p)
+    add_config_flags(p)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="simclr", description="SimCLR pretraining and evaluation (headless runner)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -218,11 +417,59 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--run-dir", help="run directory (default: a generated name under --runs-dir)")
     p.add_argument("--runs-dir", default="runs", help="where generated run directories go")
-    p.add_argument("--config", help="a .json or .yaml file of config keys")
-    p.add_argument("--preset", help=f"start from a preset: {', '.join(PRESETS)} (see `simclr presets`)")
+    add_source_flags(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped/crashed run from its checkpoints/last.pt")
+    p.add_argument("--queue", action="store_true",
+                   help="add the run to the queue of --runs-dir instead of running it now (see `simclr queue`)")
+    p.add_argument("--then", action="append", default=[], metavar="JOB",
+                   help="with --queue: an evaluation to queue after the run finishes: linear-eval, knn, or "
+                        "'finetune --label-fraction 0.1' (quoted, with flags); repeatable")
     add_config_flags(p)
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("sweep", help="queue a grid of settings x seeds, one run each",
+                       description="Queue one pretraining run per combination of --grid values and --seeds "
+                                   "(every combination is validated first; nothing is made if one is bad), "
+                                   "named NAME-KEY=V,...; a worker starts them as slots free up. The flags of "
+                                   "`simclr pretrain` every run shares (--preset, --config, --epochs ...) go "
+                                   "after --.",
+                       usage="simclr sweep NAME [--runs-dir runs] --grid KEY=V1,V2 [--grid ...] [--seeds 0,1,2] "
+                             "[--then JOB ...] [--slots N] [--no-start] -- PRETRAIN_FLAGS...")
+    p.add_argument("name", help="the sweep's name: its runs are NAME-<what differs>")
+    p.add_argument("--runs-dir", default="runs", help="where the runs and the queue live (default: runs)")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="a config key and its values (flag names with or without dashes); repeatable: the grid "
+                        "is every combination")
+    p.add_argument("--seeds", help="seeds to repeat every setting with: 0,1,2 or 0-4")
+    p.add_argument("--then", action="append", default=[], metavar="JOB",
+                   help="an evaluation to queue after each run: linear-eval, knn, or "
+                        "'finetune --label-fraction 0.1' (quoted, with flags); repeatable")
+    p.add_argument("--slots", type=int, help="runs at once (default: one per visible GPU, 1 on CPU); remembered "
+                                             "for the runs directory")
+    p.add_argument("--no-start", action="store_true", help="only queue; start with `simclr queue work`")
+    # the flags after `--` are split off in main(): argparse cannot put them after a positional
+    p.set_defaults(func=cmd_sweep, pretrain_flags=[])
+
+    p = sub.add_parser("queue", help="the run queue: list it, run its worker, cancel or move runs",
+                       description="Without a subcommand: the queued runs in order, what runs now, the "
+                                   "--then jobs waiting, and the worker.")
+    p.add_argument("--runs-dir", default="runs", help="the runs directory (default: runs)")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    p.set_defaults(func=cmd_queue)
+    qsub = p.add_subparsers(dest="queue_command", parser_class=Parser)
+    q = qsub.add_parser("work", help="the worker: start queued runs as slots free up; exits when the queue is done")
+    q.add_argument("--slots", type=int, help="runs at once (default: remembered, else one per GPU, 1 on CPU)")
+    q.add_argument("--runner", help=argparse.SUPPRESS)  # the command runs start with (tests: a stand-in)
+    q.set_defaults(func=cmd_queue_work)
+    q = qsub.add_parser("cancel", help="take queued runs (or a sweep's queued runs) out of the queue")
+    q.add_argument("runs", nargs="+", metavar="RUN", help="run names or sweep names")
+    q.set_defaults(func=cmd_queue_cancel)
+    q = qsub.add_parser("move", help="reorder a queued run")
+    q.add_argument("run", metavar="RUN")
+    q.add_argument("where", metavar="WHERE", help="up, down, top, bottom or a position (1 = next to start)")
+    q.set_defaults(func=cmd_queue_move)
+    for q in (qsub.choices.values()):
+        q.add_argument("--runs-dir", default=argparse.SUPPRESS, help="the runs directory (default: runs)")
 
     p = sub.add_parser("presets", help="list the presets and their settings")
     p.set_defaults(func=cmd_presets)
@@ -237,12 +484,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .errors import CheckpointError, DataError
+    from .queue import QueueError
 
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    shared: list[str] = []
+    if argv[:1] == ["sweep"] and "--" in argv:  # simclr sweep ... -- PRETRAIN_FLAGS
+        argv, shared = argv[:argv.index("--")], argv[argv.index("--") + 1:]
     try:
         args = parser.parse_args(argv)
+        if args.command == "sweep":
+            args.pretrain_flags = shared
         return int(args.func(args) or 0)
-    except (UsageError, ConfigError, DataError, CheckpointError, ValueError) as e:
+    except (UsageError, ConfigError, DataError, CheckpointError, QueueError, ValueError) as e:
         print(f"simclr: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -23,13 +23,17 @@ try:
 except ImportError:  # not POSIX: appends and the resume rewrite go unlocked
     fcntl = None
 
-STATES = ("starting", "running", "finished", "failed", "stopped")
+STATES = ("queued", "starting", "running", "finished", "failed", "stopped")
 #: states in which the writing process is expected to be alive
 LIVE_STATES = ("starting", "running")
 #: a live run whose heartbeat is older than this (seconds) on another host is shown as crashed
 STALE_AFTER = 120.0
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+#: letters, digits and ``. _ - = ,`` (a sweep's runs are named ``NAME-temperature=0.2,seed=1``)
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,-]{0,99}$")
+#: files a run directory may hold before its runner starts: the TUI's log, and what the queue
+#: (core.queue) and the user (notes) put there; config.json and status.json only while queued
+PRE_START_FILES = frozenset({"stdout.log", "notes.json", "queue.json", "sweep.json"})
 
 
 # ---------------------------------------------------------------------- files
@@ -310,11 +314,59 @@ def eval_job_name(kind: str, checkpoint: str, dataset_tag: str | None = None,
     return "-".join(p for p in (kind, dataset_tag, checkpoint) if p)
 
 
+def eval_dataset_tag(own_dataset: str, own_data_dir: str, dataset: str | None, data_dir: str | None) -> str | None:
+    """The ``<dataset>`` part of a job name: None when the job evaluates the run's own data,
+    else the other dataset's name (a folder's own name), made safe for a file name."""
+    dataset, data_dir = dataset or own_dataset, data_dir or own_data_dir
+    same_dir = Path(data_dir).resolve() == Path(own_data_dir).resolve()
+    if dataset == own_dataset and (dataset != "folder" or same_dir):
+        return None
+    return re.sub(r"[^A-Za-z0-9._]+", "_", Path(data_dir).name if dataset == "folder" else dataset)
+
+
+def is_unstarted(run_dir: str | Path) -> bool:
+    """True if a new run may start in this directory: it does not exist, holds only
+    :data:`PRE_START_FILES`, or is a queued run (status ``queued``, plus its config.json)."""
+    path = Path(run_dir)
+    try:
+        names = set(os.listdir(path))
+    except FileNotFoundError:
+        return True
+    if names <= PRE_START_FILES:
+        return True
+    status = read_json(path / "status.json")
+    return (status or {}).get("state") == "queued" and names <= PRE_START_FILES | {"config.json", "status.json"}
+
+
+# ---------------------------------------------------------------------- notes and tags
+def read_notes(run_dir: str | Path) -> tuple[str, list[str]]:
+    """A run's note and tags (``notes.json``); ``("", [])`` when it has none or the file is unreadable."""
+    data = read_json(Path(run_dir) / "notes.json") or {}
+    note = data.get("note") if isinstance(data.get("note"), str) else ""
+    tags = data.get("tags") if isinstance(data.get("tags"), list) else []
+    return note, [t for t in tags if isinstance(t, str) and t]
+
+
+def clean_tags(tags: list[str] | str) -> list[str]:
+    """Tags as a sorted list of unique words (a string is split on commas and spaces)."""
+    words = re.split(r"[,\s]+", tags) if isinstance(tags, str) else [str(t).strip() for t in tags]
+    return sorted({w for w in words if w})
+
+
+def write_notes(run_dir: str | Path, note: str | None = None, tags: list[str] | str | None = None) -> None:
+    """Set a run's note and/or tags (None keeps what is there); atomic, like every run file."""
+    old_note, old_tags = read_notes(run_dir)
+    atomic_write_json(Path(run_dir) / "notes.json",
+                      {"note": old_note if note is None else note.strip(),
+                       "tags": old_tags if tags is None else clean_tags(tags)})
+
+
 def check_run_name(name: str) -> str:
     """A run name is one path component of letters, digits, '.', '_' and '-'."""
     # fullmatch: with match(), "$" also matches before a trailing newline ("x\n" got in)
     if not _NAME_RE.fullmatch(name) or name in (".", "..") or ".." in name:
-        raise ValueError(f"run name {name!r} is not allowed: use letters, digits, '.', '_' and '-' (no '/' or '..')")
+        raise ValueError(f"run name {name!r} is not allowed: use letters, digits, '.', '_', '-', '=' and ',' "
+                         f"(at most 100, starting with a letter or digit; no '/' or '..')")
     return name
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..clitools import UsageError
 from ..config import BACKBONES, DATASETS, PretrainConfig, dash
-from ..rundir import check_run_name, eval_job_name, read_json
+from ..rundir import check_run_name, eval_dataset_tag, eval_job_name, read_json
 from .baselines import BASELINES, baseline_of
 from .settings import L2_GRID, PROTOCOLS, LinearSettings
 
@@ -190,9 +190,7 @@ def resolve_target(args: argparse.Namespace, kind: str, label_fraction: float | 
         if dataset and dataset != own.dataset and dataset == "folder" and not data_dir:
             raise _usage("--dataset folder needs --data-dir (a folder or .zip of class folders)")
         cfg = own.replace(dataset=dataset or own.dataset, data_dir=data_dir or own.data_dir)
-        same_dir = Path(cfg.data_dir).resolve() == Path(own.data_dir).resolve()
-        if cfg.dataset != own.dataset or (cfg.dataset == "folder" and not same_dir):
-            tag = re.sub(r"[^A-Za-z0-9._]+", "_", Path(cfg.data_dir).name if cfg.dataset == "folder" else cfg.dataset)
+        tag = eval_dataset_tag(own.dataset, own.data_dir, dataset, data_dir)
     cfg = cfg.replace(device=args.device)
     cfg.validate()
     device = pick_device(cfg)
