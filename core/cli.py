@@ -131,6 +131,8 @@ def queue_one(args: argparse.Namespace) -> int:
             if Path(args.runs_dir).resolve() != run_dir.resolve().parent:
                 raise UsageError(f"a queued run lives in the queue's runs directory: give --run-dir "
                                  f"{Path(args.runs_dir) / run_dir.name} (or --runs-dir {run_dir.parent})")
+            if (run_dir / "status.json").exists() or (run_dir / "config.json").exists():
+                raise UsageError(f"{run_dir} already holds a run (queued or not); choose another --run-dir")
             check_free(run_dir, resume=False)
         else:
             run_dir = rundir.claim_run_dir(args.runs_dir, cfg.dataset, cfg.backbone)
@@ -349,17 +351,57 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    """Every run and evaluation job, one row each (jobs under their run), in a compact table."""
+    """Every run and evaluation job, one row each (jobs under their run): a compact table, or
+    with --format json one object per row with stable keys (docs/RUN_DIRECTORY.md)."""
+    import json
+
+    from .evaluation.results import read_sweep
+    from .queue import positions
+    from .rundir import iter_runs, job_result_path, read_json, read_metrics, read_notes
+
+    def number(value: Any) -> int | float | None:  # garbage in a status or result file reads as absent
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    runs = list(iter_runs(args.runs_dir, jobs=True))
+    places = positions(args.runs_dir) if any(r.state == "queued" for r in runs) else {}
+    records = []
+    for run in runs:
+        st = run.status or {}
+        parent = run.path.parent.parent if run.path.parent.name == "eval" else None
+        last: dict[str, float] = {}
+        results: dict[str, float] | float | None
+        if parent is None:
+            for r in read_metrics(run.path / "metrics.jsonl")[0]:
+                if "job" not in r and r["tag"] in ("train/loss", "knn/top1") and number(r["value"]) is not None:
+                    last[r["tag"]] = r["value"]  # a garbage record is skipped, as the TUI does
+            tops = {f.stem: number((read_json(f) or {}).get("test_top1"))
+                    for f in sorted((run.path / "eval").glob("*.json"))}
+            results = {job: top for job, top in tops.items() if top is not None}
+        else:
+            results = number((read_json(job_result_path(run.path)) or {}).get("test_top1"))
+        sweep = read_sweep(parent or run.path)
+        note, tags = read_notes(run.path)
+        kind = st.get("kind", None if parent else "pretrain")
+        records.append({
+            "name": f"{parent.name}/eval/{run.name}" if parent else run.name,
+            "kind": kind if isinstance(kind, str) else None, "state": run.state,
+            "sweep": sweep["sweep"] if sweep else None, "swept": sweep["swept"] if sweep else None,
+            "position": places.get(run.name) if parent is None and run.state == "queued" else None,
+            "config": run.config,
+            **{k: number(st.get(k)) for k in ("epoch", "total_epochs", "step", "total_steps")},
+            "last": last, "results": results, "note": note, "tags": tags,
+            "parent": parent.name if parent else None, "path": str(run.path)})
+    if args.format == "json":
+        print(json.dumps(records, indent=2))
+        return 0
+
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    from .rundir import iter_runs, job_result_path, read_json, read_metrics
-
     colours = {"running": "green", "finished": "blue", "failed": "red", "crashed": "red",
-               "stopped": "yellow", "damaged": "magenta", "starting": "green"}
+               "stopped": "yellow", "damaged": "magenta", "starting": "green", "queued": "cyan"}
     table = Table(title=f"runs in {args.runs_dir}", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
-    runs = list(iter_runs(args.runs_dir, jobs=True))
     # the name is what people look for: it keeps its width, the other columns give way
     table.add_column("name", no_wrap=True, min_width=min(32, max((len(r.name) + 2 for r in runs), default=4)))
     widths = {"kind": 8, "state": 8, "epoch": 5, "loss": 5, "kNN": 5, "top-1": 5}
@@ -369,27 +411,23 @@ def cmd_runs(args: argparse.Namespace) -> int:
         table.add_column(col, no_wrap=col != "data/model", min_width=widths.get(col), overflow="ellipsis",
                          max_width=16 if col == "data/model" else None,
                          justify="right" if col in ("epoch", "loss", "kNN", "top-1") else "left")
-    for run in runs:
-        st, cfg = run.status or {}, run.config or {}
-        kind = str(st.get("kind", "pretrain")).removesuffix("-eval")
-        is_job = run.path.parent.name == "eval"
-        last: dict[str, float] = {}
-        if not is_job:
-            for r in read_metrics(run.path / "metrics.jsonl")[0]:
-                if "job" not in r and isinstance(r["tag"], str) and isinstance(r["value"], (int, float)):
-                    last[r["tag"]] = r["value"]  # a garbage record is skipped, as the TUI does
-            # a run's best evaluation result, from its jobs' result files
-            tops = [(read_json(f) or {}).get("test_top1") for f in (run.path / "eval").glob("*.json")]
-            top1 = max((t for t in tops if isinstance(t, (int, float))), default=None)
+    for run, rec in zip(runs, records):
+        cfg, last, is_job = rec["config"] or {}, rec["last"], rec["parent"] is not None
+        kind = (rec["kind"] or "?").removesuffix("-eval")
+        # a run's best evaluation result, from its jobs' result files; a job's own
+        top1 = rec["results"] if is_job else max(rec["results"].values(), default=None)
+        if rec["position"] is not None:
+            epoch = f"#{rec['position']}"  # its place in the queue
+        elif kind == "pretrain":
+            epoch = "/".join("" if rec[k] is None else str(rec[k]) for k in ("epoch", "total_epochs"))
         else:
-            top1 = (read_json(job_result_path(run.path)) or {}).get("test_top1")
-        epoch = f"{st.get('epoch', '')}/{st.get('total_epochs', '')}" if kind == "pretrain" else ""
+            epoch = ""
         table.add_row(
             f"└ {run.name}" if is_job else run.name, kind, f"[{colours.get(run.state, 'white')}]{run.state}[/]",
             "" if is_job else f"{cfg.get('dataset', '')}/{cfg.get('backbone', '')}",
             epoch, f"{last['train/loss']:.3f}" if "train/loss" in last else "",
             f"{last['knn/top1']:.3f}" if "knn/top1" in last else "",
-            f"{top1:.3f}" if isinstance(top1, (int, float)) else "")
+            f"{top1:.3f}" if top1 is not None else "")
     Console().print(table if runs else f"no runs in {args.runs_dir}")
     return 0
 
@@ -476,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("runs", help="a table of runs with status and latest metrics")
     p.add_argument("--runs-dir", default="runs", help="the runs directory")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
     p.set_defaults(func=cmd_runs)
 
     add_eval_commands(sub)

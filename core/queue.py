@@ -13,8 +13,8 @@ Plain Python (no torch), so ``simclr queue ...``, ``simclr sweep`` and the TUI s
   the background).
 * The worker (``simclr queue work``) starts queued runs and pending ``--then`` jobs while
   fewer than ``slots`` runs and jobs live on this host in the runs directory (started by it,
-  by an earlier worker, by the TUI or by hand), and exits when nothing is left to start
-  and no run it could still follow with a job is alive. Each run goes into its own session;
+  by an earlier worker, by the TUI or by hand), and exits when nothing is left to start,
+  no run it could still follow with a job is alive, and the runs it started have ended. Each run goes into its own session;
   SIGKILL the worker and they keep running, and a new worker counts them.
 * A launch is recorded in queue.json (under the queue lock) as soon as the child exists;
   a queued run with a launch is never started again. One that ended before its runner
@@ -288,10 +288,17 @@ def worker_info(runs_dir: str | Path) -> dict[str, Any] | None:
 
 
 def has_work(runs_dir: str | Path) -> bool:
-    """Anything a worker would start now or later: a queued run, or a pending --then job of a
-    run that is queued, live or finished."""
-    return bool(queued(runs_dir)) or any(state in ("queued", "finished", *LIVE_STATES)
-                                         for _, state in pending_jobs(runs_dir))
+    """Anything a worker would start now or later, or still has to settle: a queued run (started
+    or not: one that ends before its runner writes status.json is marked failed), a pending
+    --then job of a run that is queued, live or finished, or a --then job still running."""
+    if queued(runs_dir) or any(state in ("queued", "finished", *LIVE_STATES) for _, state in pending_jobs(runs_dir)):
+        return True
+    for run in iter_runs(runs_dir):
+        q = read_queue_file(run.path)
+        if q is not None and ((run.state == "queued" and q.get("launch")) or any(
+                isinstance(t, dict) and t.get("state") == "launched" for t in q.get("then", []))):
+            return True
+    return False
 
 
 def ensure_worker(runs_dir: str | Path, runner: list[str] | None = None,
@@ -388,7 +395,7 @@ class Worker:
                     with queue_lock(self.runs_dir):
                         self.tick()
                         left = has_work(self.runs_dir)
-                    if not left:
+                    if not left and not self.children:  # it waits for the runs it started
                         self.say("queue empty: worker exits")
                         break
                     time.sleep(self.poll)
