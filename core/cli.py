@@ -191,8 +191,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     root = Path(args.runs_dir)
     root.mkdir(parents=True, exist_ok=True)
     with queue.queue_lock(root):
-        used = [r.name for r in rundir.iter_runs(root) if (rundir.read_json(r.path / "sweep.json") or {}).get("sweep")
-                == args.name]
+        used = [r.name for r in rundir.iter_runs(root) if (rundir.read_sweep(r.path) or {}).get("sweep") == args.name]
         if used:
             raise UsageError(f"sweep {args.name} already exists in {root} ({len(used)} run(s), e.g. {used[0]}); "
                              f"choose another name, or `simclr queue cancel {args.name}` to drop its queued runs")
@@ -242,9 +241,9 @@ def cmd_queue(args: argparse.Namespace) -> int:
     worker = queue.worker_info(root)
     running = []
     for run in iter_runs(root, jobs=True):
-        if run.state in LIVE_STATES or (run.state == "queued" and (queue.read_queue_file(run.path) or {}).get("launch")):
+        launch = (queue.read_queue_file(run.path) or {}).get("launch") or {}
+        if run.state in LIVE_STATES or (run.state == "queued" and launch):
             st = run.status or {}
-            launch = (queue.read_queue_file(run.path) or {}).get("launch") or {}
             name = f"{run.path.parent.parent.name}/eval/{run.name}" if run.path.parent.name == "eval" else run.name
             running.append({"name": name, "kind": st.get("kind", "pretrain"), "state": run.state,
                             "pid": st.get("pid") or launch.get("pid"), "gpu": launch.get("gpu")})
@@ -355,9 +354,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     with --format json one object per row with stable keys (docs/RUN_DIRECTORY.md)."""
     import json
 
-    from .evaluation.results import read_sweep
     from .queue import positions
-    from .rundir import iter_runs, job_result_path, read_json, read_metrics, read_notes
+    from .rundir import iter_runs, job_result_path, read_json, read_metrics, read_notes, read_sweep
 
     def number(value: Any) -> int | float | None:  # garbage in a status or result file reads as absent
         return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None

@@ -14,8 +14,9 @@ Plain Python (no torch), so ``simclr queue ...``, ``simclr sweep`` and the TUI s
 * The worker (``simclr queue work``) starts queued runs and pending ``--then`` jobs while
   fewer than ``slots`` runs and jobs live on this host in the runs directory (started by it,
   by an earlier worker, by the TUI or by hand), and exits when nothing is left to start,
-  no run it could still follow with a job is alive, and the runs it started have ended. Each run goes into its own session;
-  SIGKILL the worker and they keep running, and a new worker counts them.
+  no run it could still follow with a job is alive, and the runs it started have ended.
+  Each run goes into its own session: SIGKILL the worker and they keep running, and a new
+  worker counts them.
 * A launch is recorded in queue.json (under the queue lock) as soon as the child exists;
   a queued run with a launch is never started again. One that ended before its runner
   wrote status.json (the runner refused its config or data, exit 2) is marked ``failed``
@@ -47,6 +48,7 @@ from .rundir import (
     process_start_time,
     read_json,
     read_run,
+    read_sweep,
 )
 
 try:
@@ -173,8 +175,8 @@ def queued(runs_dir: str | Path) -> list[Entry]:
     for run in iter_runs(runs_dir):
         q = read_queue_file(run.path)
         if q is not None and run.state == "queued" and not q.get("launch"):
-            sweep = (read_json(run.path / "sweep.json") or {}).get("sweep")
-            entries.append(Entry(run.name, run.path, "pretrain", _order(q), sweep if isinstance(sweep, str) else None))
+            sweep = read_sweep(run.path)
+            entries.append(Entry(run.name, run.path, "pretrain", _order(q), sweep["sweep"] if sweep else None))
     return sorted(entries, key=lambda e: (e.order, e.run))
 
 

@@ -338,7 +338,19 @@ def is_unstarted(run_dir: str | Path) -> bool:
     return (status or {}).get("state") == "queued" and names <= PRE_START_FILES | {"config.json", "status.json"}
 
 
-# ---------------------------------------------------------------------- notes and tags
+# ---------------------------------------------------------------------- sweeps, notes and tags
+def read_sweep(run_dir: Path) -> dict[str, Any] | None:
+    """A run's sweep.json as ``{"sweep", "index", "swept"}``, or None when the run is no
+    sweep's (no file, unreadable, no sweep name). A value of the wrong type reads as absent."""
+    data = read_json(run_dir / "sweep.json")
+    if not data or not isinstance(data.get("sweep"), str) or not data["sweep"]:
+        return None
+    index, swept = data.get("index"), data.get("swept")
+    return {"sweep": data["sweep"],
+            "index": index if isinstance(index, int) and not isinstance(index, bool) else None,
+            "swept": swept if isinstance(swept, dict) else {}}
+
+
 def read_notes(run_dir: str | Path) -> tuple[str, list[str]]:
     """A run's note and tags (``notes.json``); ``("", [])`` when it has none or the file is unreadable."""
     data = read_json(Path(run_dir) / "notes.json") or {}

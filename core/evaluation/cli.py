@@ -115,9 +115,13 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_baseline)
 
     p = sub.add_parser("results", help="results table over all evaluated runs",
-                       description="One table of every finished evaluation, in the seed's format.")
+                       description="One table of every finished evaluation, in the seed's format; with "
+                                   "--group-by, one row per setting: mean ± sample std (n-1) over its seeds.")
     p.add_argument("--runs-dir", default="runs", help="the runs directory (default: runs)")
-    p.add_argument("--format", choices=("markdown", "csv"), default="markdown",
+    p.add_argument("--group-by", choices=("sweep", "config"),
+                   help="one row per setting and job: sweep (runs of `simclr sweep`, by swept values) or "
+                        "config (every run, by config.json); runs differing only in seed, device, workers share a row")
+    p.add_argument("--format", choices=("markdown", "csv", "json", "latex"), default="markdown",
                    help="output format (default: markdown)")
     p.set_defaults(func=cmd_results)
 
@@ -311,14 +315,19 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from .results import collect, render
+    from .results import collect, groups, render, rows
 
     if not Path(args.runs_dir).is_dir():
         raise _usage(f"--runs-dir {args.runs_dir} does not exist")
-    rows = collect(args.runs_dir)
-    if not rows:
-        print(f"no finished evaluations in {args.runs_dir}; run `simclr linear-eval --run-dir ...` first",
+    found = collect(args.runs_dir)
+    records = groups(found, args.group_by) if args.group_by else rows(found)
+    if not records:
+        print(f"no finished evaluations of sweep runs in {args.runs_dir}; `simclr sweep` makes them, or use "
+              f"--group-by config" if found else
+              f"no finished evaluations in {args.runs_dir}; run `simclr linear-eval --run-dir ...` first",
               file=sys.stderr)
+        if args.format == "json":
+            print("[]")  # a script reads an empty list, not an empty output
         return 0
-    sys.stdout.write(render(rows, args.format))
+    sys.stdout.write(render(records, args.format))
     return 0

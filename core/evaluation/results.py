@@ -2,31 +2,48 @@
 
 A row per result file ``runs/NAME/eval/<job>.json``: method, batch size, backbone,
 projection dim, epochs, optimizer (of pretraining), dataset (evaluated on), top-1 accuracy
-(a fraction) and the run's name. Plain Python, no torch: cheap for the TUI to call.
+(a fraction) and the run's name. ``--group-by sweep|config`` folds the runs of one setting
+(the same sweep values, or the same config, seed aside) into one row: the mean top-1 over
+them ± its sample standard deviation (n - 1 in the denominator), and n. Output as markdown,
+CSV, JSON or a LaTeX tabular. Plain Python, no torch: cheap for the TUI to call.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import re
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..rundir import iter_runs, read_json
+from ..rundir import iter_runs, read_json, read_sweep
 
 COLUMNS = ("Method", "Batch Size", "Backbone", "Projection dim", "Epochs", "Optimizer", "Dataset",
            "Accuracy", "Run")
+FORMATS = ("markdown", "csv", "json", "latex")
+GROUP_BY = ("sweep", "config")
+#: config keys that do not define a setting: runs differing only in these are one group
+NOT_A_SETTING = ("seed", "device", "workers")
+METRICS = ("test_top1", "test_top5")
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-10", "synthetic": "synthetic"}
 PROTOCOL_NAMES = {"lbfgs": "L-BFGS", "adam": "Adam"}
 OPTIMIZER_NAMES = {"lars": "LARS", "adam": "Adam", "sgd": "SGD"}
 
 
+def _name(names: dict[str, str], value: Any) -> str:
+    return names.get(value, str(value)) if isinstance(value, str) else str(value)
+
+
 def method(result: dict[str, Any], baseline: str | None) -> str:
     kind = result.get("kind", "")
+    settings = result.get("settings") if isinstance(result.get("settings"), dict) else {}
     if kind == "linear-eval":
-        protocol = PROTOCOL_NAMES.get(result.get("protocol"), result.get("protocol"))
+        protocol = _name(PROTOCOL_NAMES, result.get("protocol"))
         if result.get("protocol") == "adam":
-            protocol += f", {result.get('settings', {}).get('epochs')} ep."
+            protocol += f", {settings.get('epochs')} ep."
         base = {"raw-pixels": "Logistic Regression on raw pixels",
                 "random-encoder": "Random init + Linear eval."}.get(baseline, "SimCLR + Linear eval.")
         return f"{base} ({protocol})"
@@ -35,8 +52,8 @@ def method(result: dict[str, Any], baseline: str | None) -> str:
         return f"{who} + Fine-tune ({100 * float(result.get('label_fraction', 0)):g}% labels)"
     if kind == "knn":
         who = {"raw-pixels": "raw pixels", "random-encoder": "Random init"}.get(baseline, "SimCLR")
-        return f"{who} + kNN (k={result.get('settings', {}).get('k')})"
-    return kind or "?"
+        return f"{who} + kNN (k={settings.get('k')})"
+    return str(kind or "?")
 
 
 def backbone_name(cfg: dict[str, Any]) -> str:
@@ -48,7 +65,7 @@ def dataset_name(result: dict[str, Any]) -> str:
     ds = result.get("dataset", "?")
     if ds == "folder":
         return f"{Path(str(result.get('data_dir', ''))).name or 'folder'} (folder)"
-    return DATASET_NAMES.get(ds, ds)
+    return _name(DATASET_NAMES, ds)
 
 
 def row(run: str, cfg: dict[str, Any], baseline: str | None, result: dict[str, Any]) -> dict[str, str]:
@@ -60,37 +77,143 @@ def row(run: str, cfg: dict[str, Any], baseline: str | None, result: dict[str, A
         "Backbone": backbone_name(cfg) if baseline != "raw-pixels" else "-",
         "Projection dim": str(cfg.get("projection_dim", "-")) if pretrained else "-",
         "Epochs": str(epochs) if pretrained and epochs is not None else ("0" if baseline == "random-encoder" else "-"),
-        "Optimizer": OPTIMIZER_NAMES.get(cfg.get("optimizer"), str(cfg.get("optimizer"))) if pretrained else "-",
+        "Optimizer": _name(OPTIMIZER_NAMES, cfg.get("optimizer")) if pretrained else "-",
         "Dataset": dataset_name(result),
         "Accuracy": f"{result['test_top1']:.4f}",
         "Run": run,
     }
 
 
-def collect(runs_dir: str | Path) -> list[dict[str, str]]:
-    """Rows for every finished evaluation of every run under ``runs_dir``, by run then job."""
-    rows = []
+@dataclass
+class Result:
+    """One finished evaluation (``runs/NAME/eval/<job>.json``) and what its run says of itself."""
+
+    run: str
+    job: str
+    config: dict[str, Any]
+    result: dict[str, Any]
+    sweep: dict[str, Any] | None  # read_sweep's, None for a run made outside a sweep
+    cells: dict[str, str]         # the table row
+
+    def metric(self, name: str) -> float | None:
+        return _number(self.result.get(name))
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def collect(runs_dir: str | Path) -> list[Result]:
+    """Every finished evaluation of every run under ``runs_dir``, by run then job."""
+    found = []
     for run in iter_runs(runs_dir):
         eval_dir = run.path / "eval"
         if not eval_dir.is_dir():
             continue
-        status = run.status or {}
+        status, cfg = run.status or {}, run.config or {}
         baseline = status.get("baseline") if status.get("kind") == "baseline" else None
+        sweep = read_sweep(run.path)
         for path in sorted(eval_dir.glob("*.json")):
             result = read_json(path)
-            if result and isinstance(result.get("test_top1"), (int, float)):
-                rows.append(row(run.name, run.config or {}, baseline, result))
-    return rows
+            if result and _number(result.get("test_top1")) is not None:
+                found.append(Result(run.name, path.name[: -len(".json")], cfg, result, sweep,
+                                    row(run.name, cfg, baseline, result)))
+    return found
 
 
-def render(rows: list[dict[str, str]], fmt: str = "markdown") -> str:
-    """The rows as a markdown table (the seed's README format) or CSV."""
+def rows(results: list[Result]) -> list[dict[str, Any]]:
+    """One record per result: the table's columns, and the run, job, sweep and accuracies."""
+    return [{**r.cells, "run": r.run, "job": r.job, "sweep": r.sweep["sweep"] if r.sweep else None,
+             **{m: r.metric(m) for m in METRICS}} for r in results]
+
+
+# ---------------------------------------------------------------------- groups
+def _shared(r: Result, by: str) -> dict[str, Any]:
+    """What the runs of one group have in common: the swept values or the config, seed aside."""
+    values = r.sweep["swept"] if by == "sweep" else r.config
+    return {k: v for k, v in values.items() if k not in NOT_A_SETTING}
+
+
+def _label(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
+def groups(results: list[Result], by: str) -> list[dict[str, Any]]:
+    """One record per group of results that differ only in their runs' seeds (and device,
+    workers), with the same job and the same table row: mean and sample std of each metric.
+
+    ``by="sweep"``: runs with a sweep.json, grouped by sweep and swept values, in the sweep's
+    order. ``by="config"``: every run, grouped by config.json; the setting named is the
+    config keys that differ between groups.
+    """
+    if by == "sweep":
+        results = [r for r in results if r.sweep]
+    members: dict[str, list[Result]] = {}
+    for r in results:
+        same_row = {**r.cells, "Accuracy": None, "Run": None}  # protocol, k, epochs ... all equal
+        key = [r.sweep["sweep"] if by == "sweep" else None, _shared(r, by), r.job, r.result.get("protocol"), same_row]
+        members.setdefault(json.dumps(key, sort_keys=True, default=str), []).append(r)
+    found = list(members.values())
+    if by == "sweep":
+        def place(m: list[Result]) -> tuple:
+            indices = [r.sweep["index"] for r in m if r.sweep["index"] is not None]
+            return m[0].sweep["sweep"], min(indices, default=float("inf")), m[0].job
+        found.sort(key=place)
+        differing = None
+    else:  # the keys whose values are not the same in every group's config
+        configs = [_shared(m[0], by) for m in found]
+        keys = sorted({k for c in configs for k in c})
+        differing = [k for k in keys if len({json.dumps(c.get(k, "<absent>"), default=str) for c in configs}) > 1]
+    return [_group_record(m, by, differing) for m in found]
+
+
+def _group_record(m: list[Result], by: str, differing: list[str] | None) -> dict[str, Any]:
+    first, n = m[0], len(m)
+    if by == "sweep":
+        setting = _shared(first, by)
+        name = f"{first.sweep['sweep']} [{_label(setting)}]" if setting else first.sweep["sweep"]
+    else:
+        setting = {k: first.config.get(k) for k in differing}
+        name = f"[{_label(setting)}]" if setting else first.run + (f" +{n - 1} more" if n > 1 else "")
+    stats: dict[str, float | None] = {}
+    for metric in METRICS:
+        values = [r.metric(metric) for r in m]
+        complete = all(v is not None for v in values)
+        stats[f"{metric}_mean"] = statistics.fmean(values) if complete else None
+        stats[f"{metric}_std"] = statistics.stdev(values) if complete and n > 1 else None
+    mean, std = stats["test_top1_mean"], stats["test_top1_std"]
+    accuracy = f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "") + f" (n={n})"
+    sweeps = {r.sweep["sweep"] if r.sweep else None for r in m}  # by config: one sweep's runs, or not
+    return {**first.cells, "Accuracy": accuracy, "Run": name, "n": n, "runs": [r.run for r in m],
+            "sweep": sweeps.pop() if len(sweeps) == 1 else None, "setting": setting, "job": first.job,
+            "method": first.cells["Method"], "protocol": first.result.get("protocol"), **stats}
+
+
+# ---------------------------------------------------------------------- output
+_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+
+
+def latex_escape(text: str) -> str:
+    return re.sub(r"[&%$#_{}~^\\]", lambda m: _LATEX_SPECIAL[m.group()], text).replace("±", r"$\pm$")
+
+
+def render(records: list[dict[str, Any]], fmt: str = "markdown") -> str:
+    """Records (of :func:`rows` or :func:`groups`) as a markdown table (the seed's README
+    format), CSV, a LaTeX tabular (the table's columns) or JSON (every key)."""
+    if fmt == "json":
+        return json.dumps(records, indent=2) + "\n"
     if fmt == "csv":
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(records)
         return out.getvalue()
+    if fmt == "latex":
+        lines = [r"\begin{tabular}{" + "l" * len(COLUMNS) + "}", r"\hline",
+                 " & ".join(latex_escape(c) for c in COLUMNS) + r" \\", r"\hline"]
+        lines += [" & ".join(latex_escape(str(r[c])) for c in COLUMNS) + r" \\" for r in records]
+        return "\n".join([*lines, r"\hline", r"\end{tabular}"]) + "\n"
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(" --- " for _ in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(r[c] for c in COLUMNS) + " |" for r in rows]
+    lines += ["| " + " | ".join(r[c] for c in COLUMNS) + " |" for r in records]
     return "\n".join(lines) + "\n"
