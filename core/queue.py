@@ -209,6 +209,8 @@ def enqueue(runs_dir: str | Path, run_dir: Path, cfg: PretrainConfig, then: list
     order = max((_order(q) for q in (read_queue_file(r.path) for r in iter_runs(runs_dir)) if q and
                  _order(q) != float("inf")), default=0.0) + 1
     run_dir.mkdir(parents=True, exist_ok=True)
+    # a queued run starts wherever its worker runs: a data folder relative to here would move
+    cfg = cfg.replace(data_dir=str(Path(cfg.data_dir).expanduser().absolute()))
     atomic_write_json(run_dir / "config.json", cfg.to_dict())
     if sweep is not None:
         atomic_write_json(run_dir / "sweep.json", sweep)

@@ -7,7 +7,7 @@ finished/stopped, an eval job's status and result) and append one line per proce
 test can check that every run ran exactly once and never two at a time.
 
 A run lasts ``QUEUE_RUN_SECONDS`` (default 1.0); SIGTERM stops it (state ``stopped``). A
-config whose ``data_dir`` is ``missing`` is refused as the real runner refuses missing
+config whose ``data_dir`` is a folder named ``missing`` is refused as the real runner refuses missing
 data: one line ``simclr: error: ...`` and exit 2, nothing written.
 """
 
@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
     run_dir = Path(args["--run-dir"])
     if command == "pretrain":
         cfg = read_json(args["--config"]) or {}
-        if cfg.get("data_dir") == "missing":
+        if Path(cfg.get("data_dir", "")).name == "missing":
             print(f"simclr: error: --data-dir {cfg['data_dir']} does not exist; point it at the dataset", file=sys.stderr)
             return 2
         status = StatusFile(run_dir / "status.json", total_epochs=cfg.get("epochs"))

@@ -148,7 +148,8 @@ def test_a_run_the_runner_refuses_fails_with_the_runners_error(tmp_path):
     for n in NAMES:
         status = read_json(runs / n / "status.json")
         assert status["state"] == "failed", out
-        assert status["error"] == "did not start: --data-dir missing does not exist; point it at the dataset"
+        # queued with a relative --data-dir, started with the absolute one: the worker's cwd may differ
+        assert status["error"] == f"did not start: --data-dir {Path.cwd() / 'missing'} does not exist; point it at the dataset"
     assert intervals(tmp_path) == {}
 
 
