@@ -32,6 +32,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -323,6 +324,8 @@ def ensure_worker(runs_dir: str | Path, runner: list[str] | None = None,
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, env=child_env(), close_fds=True)
+    # reaped when it ends, so a long-lived caller (the TUI) keeps no zombie of it
+    threading.Thread(target=proc.wait, name="reap-queue-worker", daemon=True).start()
     return proc.pid
 
 
@@ -379,13 +382,10 @@ class Worker:
         """The worker's life; 0 when the queue is done (or another worker already serves it)."""
         lock_fd = os.open(queue_dir(self.runs_dir) / "worker.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            if fcntl is not None:
-                try:
-                    fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    other = read_json(self.runs_dir / QUEUE_DIR / "worker.json") or {}
-                    self.say(f"a worker already serves {self.runs_dir} (pid {other.get('pid')}); nothing to do")
-                    return 0
+            if fcntl is not None and not _take(lock_fd, within=2.0):
+                other = read_json(self.runs_dir / QUEUE_DIR / "worker.json") or {}
+                self.say(f"a worker already serves {self.runs_dir} (pid {other.get('pid')}); nothing to do")
+                return 0
             me = os.getpid()
             atomic_write_json(self.runs_dir / QUEUE_DIR / "worker.json", {
                 "pid": me, "start_time": process_start_time(me), "host": self.host,
@@ -526,6 +526,20 @@ class Worker:
         atomic_write_json(entry.path / "queue.json", q)
         self.say(f"started {entry.name} (pid {proc.pid}" + (f", GPU {gpu})" if gpu is not None else ")"))
         return True
+
+
+def _take(fd: int, within: float) -> bool:
+    """The worker lock, tried for ``within`` seconds: :func:`worker_info` holds it for an
+    instant to see whether a worker lives, which must not turn a starting worker away."""
+    end = time.monotonic() + within
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > end:
+                return False
+            time.sleep(0.05)
 
 
 def _alive(launch: dict[str, Any]) -> bool:

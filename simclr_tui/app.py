@@ -9,6 +9,7 @@ queued. Launches, stops and deletions also run in thread workers; one
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import shutil
 import time
@@ -23,14 +24,16 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
-from core.rundir import generate_run_name, job_result_path
+from core import queue
+from core.rundir import generate_run_name, job_result_path, write_notes
 
 from .commands import RunCommands
-from .launcher import Exited, Launched, Launcher, LaunchError, log_tail
-from .messages import JobLaunched, RunDeleted, RunsRefreshed, TensorBoardStarted
+from .launcher import Exited, Launched, Launcher, LaunchError, default_runner, log_tail
+from .messages import JobLaunched, RunDeleted, RunsEdited, RunsRefreshed, TensorBoardStarted
+from .queue_keeper import QueueKeeper, WorkerStatus
 from .screens.compare import CompareScreen
 from .screens.detail import RunDetailScreen
-from .screens.dialogs import ConfirmScreen, EvalDialog
+from .screens.dialogs import ConfirmScreen, EvalDialog, NotesDialog
 from .screens.help import HelpScreen
 from .screens.live import LiveScreen
 from .screens.new_run import NewRunScreen
@@ -56,13 +59,18 @@ class SimclrApp(App):
     ]
 
     def __init__(self, runs_dir: Path, *, runner: list[str] | None = None, poll_interval: float = POLL_INTERVAL,
-                 demo: bool = False, tensorboard_program: list[str] | None = None, series_cap: int = 512) -> None:
+                 demo: bool = False, tensorboard_program: list[str] | None = None, series_cap: int = 512,
+                 start_worker: bool = True) -> None:
         super().__init__()
         self.runs_dir = Path(runs_dir)
         self.poll_interval = poll_interval
         self.demo = demo
         self.store = RunStore(self.runs_dir, cap=series_cap)
         self.launcher = Launcher(self.runs_dir, runner)
+        # the queue worker is `python -m core queue work`; the runs it starts use our runner
+        job_runner = None if self.launcher.runner == default_runner() else self.launcher.runner
+        self.queue_keeper = QueueKeeper(self.runs_dir, job_runner=job_runner, start=start_worker)
+        self.worker_status: WorkerStatus | None = None
         self.tensorboard = TensorBoard(self.runs_dir, tensorboard_program)
         self.runs: dict[str, RunView] = {}
         self.loading = True  # metrics files are still being read (until the first poll says not)
@@ -124,7 +132,14 @@ class SimclrApp(App):
     def _poll(self, watched: frozenset[str]) -> None:  # thread
         exits = tuple(self.launcher.reap())
         snapshot = self.store.poll(watched)
+        snapshot = dataclasses.replace(snapshot, worker=self.queue_keeper.check())  # every few seconds
         self.post_message(RunsRefreshed(snapshot, exits))
+
+    def queue_changed(self) -> None:
+        """Something was queued, cancelled or moved: poll now and check the queue worker
+        (starting one if queued work waits and none lives)."""
+        self.queue_keeper.request()
+        self.poll_now()
 
     def _arm_poll(self, delay: float) -> None:
         self._polling = False
@@ -137,6 +152,9 @@ class SimclrApp(App):
         snap = message.snapshot
         self.runs = snap.views
         self.details = snap.details
+        if snap.worker and snap.worker.error and snap.worker != self.worker_status:
+            self.notify(snap.worker.text(), title="Queue", severity="error", timeout=12)
+        self.worker_status = snap.worker
         self.poll_seconds.append(snap.poll_seconds)
         self._poll_error = None
         if self.loading and not snap.backlog:
@@ -170,7 +188,7 @@ class SimclrApp(App):
         if event.state != WorkerState.ERROR:
             return
         error = worker.error
-        known = isinstance(error, (LaunchError, TensorBoardError))  # their message says it all
+        known = isinstance(error, (LaunchError, TensorBoardError, queue.QueueError))  # their message says it all
         message = str(error) if known else f"{type(error).__name__}: {error}"
         if worker.group == "poll":
             if message != self._poll_error:  # say it once, not every second
@@ -216,9 +234,13 @@ class SimclrApp(App):
         self.push_screen(CompareScreen(keys))
 
     def stop_runs(self, keys: Iterable[str]) -> None:
-        for key in keys:
-            view = self.view(key)
-            if view is None:
+        """Stop live runs; queued ones are cancelled instead (after a yes)."""
+        views = [v for v in (self.view(k) for k in keys) if v is not None]
+        queued = [v.key for v in views if v.state == "queued"]
+        if queued:
+            self.cancel_queued(queued)
+        for view in views:
+            if view.state == "queued":
                 continue
             try:
                 sig = self.launcher.stop(view)
@@ -257,6 +279,55 @@ class SimclrApp(App):
 
         self.push_screen(EvalDialog(view.name, ckpts, checkpoint), chosen)
 
+    # .................................................................. the queue and notes
+    def cancel_queued(self, keys: list[str]) -> None:
+        """Take queued runs out of the queue (core.queue.cancel), after a yes/no dialog."""
+        names = "\n".join(f"  {k}" for k in keys)
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(lambda: self._cancel(keys), thread=True, group="queue", name="cancel",
+                                exit_on_error=False)
+
+        question = f"Cancel {len(keys)} queued run(s)? Nothing ran there; their directories are removed.\n{names}"
+        self.push_screen(ConfirmScreen(question, "Cancel runs"), confirmed)
+
+    def _cancel(self, keys: list[str]) -> None:  # thread
+        done = queue.cancel(self.runs_dir, keys)
+        self.post_message(RunsEdited(f"cancelled {', '.join(done)}", tuple(done)))
+
+    def move_queued(self, key: str, where: str) -> None:
+        """Move a queued run up/down/top/bottom in the queue (core.queue.move)."""
+        def work() -> None:
+            queue.move(self.runs_dir, key, where)
+            self.post_message(RunsEdited())
+
+        self.run_worker(work, thread=True, group="queue", name="move", exit_on_error=False)
+
+    def edit_notes(self, key: str) -> None:
+        """The note-and-tags dialog of a run; saved to its notes.json (core.rundir.write_notes)."""
+        view = self.view(key)
+        if view is None:
+            return
+
+        def saved(result: tuple[str, str] | None) -> None:
+            if result is not None:
+                def work() -> None:
+                    write_notes(view.path, *result)
+                    self.post_message(RunsEdited())
+
+                self.run_worker(work, thread=True, group="notes", name="save notes", exit_on_error=False)
+
+        self.push_screen(NotesDialog(view.name, view.note, view.tags), saved)
+
+    @on(RunsEdited)
+    def _runs_edited(self, message: RunsEdited) -> None:
+        if message.text:
+            self.notify(message.text)
+        if isinstance(self.screen, RunDetailScreen) and self.screen.key in message.removed:
+            self.pop_screen()
+        self.queue_changed()
+
     def delete_runs(self, keys: Iterable[str]) -> None:
         views = [v for v in (self.view(k) for k in keys) if v is not None]
         # a run cannot go while it, or one of its evaluation jobs, is still writing into it
@@ -283,6 +354,10 @@ class SimclrApp(App):
         path = view.path.resolve()
         if root not in path.parents:
             raise LaunchError(f"refusing to delete {path}: it is not inside {root}")
+        if view.state == "queued":  # under the queue's lock, so no worker starts it meanwhile
+            queue.cancel(self.runs_dir, [view.key])
+            self.post_message(RunDeleted(view.key))
+            return
         try:
             shutil.rmtree(path)
         except FileNotFoundError:  # another TUI or a shell is deleting it too
@@ -341,7 +416,9 @@ class SimclrApp(App):
 
 
 def make_app(runs_dir: str | Path = "runs", *, runner: list[str] | None = None, poll_interval: float = POLL_INTERVAL,
-             demo: bool = False, tensorboard_program: list[str] | None = None) -> SimclrApp:
-    """The app exactly as `simclr-tui` builds it; tests pass a fake runner and a short poll."""
+             demo: bool = False, tensorboard_program: list[str] | None = None,
+             start_worker: bool = True) -> SimclrApp:
+    """The app exactly as `simclr-tui` builds it; tests pass a fake runner and a short poll
+    (and `start_worker=False` to look at a queue without a worker starting its runs)."""
     return SimclrApp(Path(runs_dir), runner=runner, poll_interval=poll_interval, demo=demo,
-                     tensorboard_program=tensorboard_program)
+                     tensorboard_program=tensorboard_program, start_worker=start_worker)

@@ -6,6 +6,7 @@ from rich.text import Text
 
 #: state -> Rich style; the same colours everywhere a state is shown
 STATE_STYLES = {
+    "queued": "medium_purple1",
     "starting": "bold cyan",
     "running": "bold green",
     "finished": "blue",
@@ -14,6 +15,10 @@ STATE_STYLES = {
     "crashed": "bold magenta",
     "damaged": "bold white on red",
 }
+
+
+#: a sweep's group row
+GROUP_STYLE = "bold medium_purple1"
 
 
 def state_text(state: str) -> Text:
@@ -65,3 +70,12 @@ def progress(epoch: float | None, total: float | None) -> str:
         return "–"
     e = f"{epoch:g}" if epoch == int(epoch) else f"{epoch:.1f}"
     return f"{e}/{total:g}" if total else e
+
+
+def queue_place(position: int | None) -> str:
+    """A queued run's place: ``queued #3``; one a worker already started: ``starting…``."""
+    return f"queued #{position}" if position is not None else "starting…"
+
+
+def tags(values: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(values)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import core
-from core.rundir import LIVE_STATES, effective_state, read_json, resolve_run_dir
+from core.rundir import LIVE_STATES, effective_state, is_unstarted, read_json, resolve_run_dir
 from core.rundir import eval_job_name as rundir_eval_job_name
 
 from .store import RunView
@@ -123,7 +123,8 @@ class Launcher:
             path = resolve_run_dir(self.runs_dir, name)
         except ValueError as e:
             raise LaunchError(str(e)) from None
-        if path.exists() and any(p.name != "stdout.log" for p in path.iterdir()):
+        # a directory holding only a log or notes may be started in; a queued run is the worker's
+        if not is_unstarted(path) or (path / "status.json").exists():
             raise LaunchError(f"a run named {name!r} already exists in {self.runs_dir}; choose another name")
         return self._spawn(name, ["pretrain", "--run-dir", str(path), *args], path / "stdout.log")
 

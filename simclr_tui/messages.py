@@ -49,3 +49,12 @@ class TensorBoardStarted(Message):
 @dataclass
 class RunDeleted(Message):
     key: str
+
+
+@dataclass
+class RunsEdited(Message):
+    """Queued runs were cancelled or moved, or a run's notes were saved (a thread worker did
+    it): poll, and check the queue worker, now. `removed`: run keys whose directories went."""
+
+    text: str = ""
+    removed: tuple[str, ...] = ()

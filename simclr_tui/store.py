@@ -15,12 +15,25 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from core.rundir import LIVE_STATES, RunInfo, iter_runs, job_result_path, list_jobs, read_json, read_run
+from core.queue import positions
+from core.rundir import (
+    LIVE_STATES,
+    RunInfo,
+    iter_runs,
+    job_result_path,
+    list_jobs,
+    read_json,
+    read_notes,
+    read_run,
+    read_sweep,
+)
 
+from .queue_keeper import WorkerStatus
 from .series import Series, SeriesData, sparkline
 
 #: tags whose maximum is a run's "best accuracy"
@@ -125,13 +138,19 @@ class RunView:
     progress: float | None = None  # 0..1
     loss: float | None = None
     best_acc: float | None = None
+    monitor_acc: float | None = None  # pretraining runs: the best of the kNN monitor (knn/top1)
     images_per_sec: float | None = None
     elapsed: float | None = None
     eta: float | None = None
     spark: str = ""
     error: str | None = None
-    note: str | None = None  # status.json's note: a stop that did not wait for its step
+    stop_note: str | None = None  # status.json's note: a stop that did not wait for its step
     result: dict[str, Any] | None = None
+    sweep: str | None = None  # sweep.json: the sweep this run belongs to
+    swept: dict[str, Any] = field(default_factory=dict)  # sweep.json: its swept values, seed included
+    note: str = ""  # notes.json: the user's note
+    tags: tuple[str, ...] = ()  # notes.json: the user's tags
+    position: int | None = None  # queued runs: 1-based place in the queue (core.queue.positions)
 
     @property
     def name(self) -> str:
@@ -164,6 +183,7 @@ class Snapshot:
     backlog: bool = False  # metrics are still being read: poll again soon
     poll_seconds: float = 0.0
     error: str | None = None
+    worker: WorkerStatus | None = None  # the queue worker (None: nothing was ever queued here)
 
 
 # ---------------------------------------------------------------------- the store
@@ -182,6 +202,19 @@ class _Run:
         self.series: dict[str, Series] = {}
         self.job_started: dict[str, float] = {}  # eval job -> start time of its latest attempt
         self.rate_ref: tuple[int, float] | None = None  # (step, heartbeat) first seen live
+        self._files: dict[str, tuple[Any, Any]] = {}  # small side file -> (its stat stamp, what it read)
+
+    def side_file(self, name: str, read: Any) -> Any:
+        """``read(run dir)`` for a small file (sweep.json, notes.json), re-read only when it changes."""
+        try:
+            st = os.stat(self.info.path / name)
+            stamp: tuple[int, ...] | None = (st.st_mtime_ns, st.st_ino, st.st_size)  # a rewrite is a new inode
+        except OSError:
+            stamp = None
+        cached = self._files.get(name)
+        if cached is None or cached[0] != stamp:
+            cached = self._files[name] = (stamp, read(self.info.path) if stamp is not None else None)
+        return cached[1]
 
     def reset_metrics(self) -> None:
         self.offset, self.bad_lines, self.series, self.partial = 0, 0, {}, False
@@ -254,9 +287,19 @@ class RunStore:
             budget -= self._tail(seen[key], budget)
         backlog = any(r.behind for r in seen.values())
 
-        views = {key: self._view(run, now) for key, run in seen.items()}
+        places = self._positions(infos)
+        views = {key: self._view(run, now, places.get(key)) for key, run in seen.items()}
         details = {key: self._detail(key) for key in watched if key in seen or _parent_key(key) in seen}
         return Snapshot(views, details, backlog, time.perf_counter() - t0)
+
+    def _positions(self, infos: list[RunInfo]) -> dict[str, int]:
+        """Queue positions, read only when a run is queued (the queue is then listed again)."""
+        if not any(info.state == "queued" for info in infos):
+            return {}
+        try:
+            return positions(self.runs_dir)
+        except (OSError, ValueError, TypeError):
+            return {}
 
     def _rotated(self, keys: list[str]) -> list[str]:
         if not keys:
@@ -325,7 +368,7 @@ class RunStore:
                 pass
         return RunDetail(series, tuple(ckpts))
 
-    def _view(self, run: _Run, now: float) -> RunView:
+    def _view(self, run: _Run, now: float, position: int | None = None) -> RunView:
         info = run.info
         key = run.key
         status, config = info.status, info.config
@@ -381,7 +424,7 @@ class RunStore:
 
         created, beat = _num(st.get("created")), _num(st.get("heartbeat"))
         elapsed = None
-        if created:
+        if created and state != "queued":  # a queued run's clock starts when it does
             elapsed = max(0.0, (now if live else (beat or created)) - created)
 
         ips = _num(st.get("images_per_sec"))
@@ -398,12 +441,18 @@ class RunStore:
             run.rate_ref = None
 
         spark = sparkline(loss_s.values(), 12) if loss_s is not None else ""
+        monitor = series.get("knn/top1") if not is_job else None
+        sweep = None if is_job else run.side_file("sweep.json", read_sweep)
+        note, tags = run.side_file("notes.json", read_notes) or ("", [])
         return RunView(
             key=key, path=info.path, kind=kind, state=state, damage=tuple(damage), status=status,
             config=config, parent=parent, dataset=str(cfg.get("dataset", "")), backbone=str(cfg.get("backbone", "")),
             epoch=epoch, total_epochs=total_epochs, step=step, total_steps=total_steps, progress=progress,
             loss=loss_s.last if loss_s is not None else None, best_acc=max(accs) if accs else None,
-            images_per_sec=ips, elapsed=elapsed, eta=eta, spark=spark, error=st.get("error"), note=st.get("note"), result=result,
+            monitor_acc=monitor.vmax if monitor is not None else None,
+            images_per_sec=ips, elapsed=elapsed, eta=eta, spark=spark, error=st.get("error"), stop_note=st.get("note"), result=result,
+            sweep=sweep["sweep"] if sweep else None, swept=sweep["swept"] if sweep else {}, note=note,
+            tags=tuple(tags), position=position if state == "queued" else None,
         )
 
 

@@ -79,6 +79,7 @@ class RunDetailScreen(LiveScreen):
         Binding("e", "evaluate", "Eval"),
         Binding("d", "delete", "Delete"),
         Binding("k", "clone", "Clone", show=False),
+        Binding("N", "notes", "Note", show=False),
         Binding("1", "tab('curves')", "Curves", show=False),
         Binding("2", "tab('log')", "Log", show=False),
         Binding("3", "tab('config')", "Config", show=False),
@@ -134,7 +135,8 @@ class RunDetailScreen(LiveScreen):
                 ("Resume this run", "from checkpoints/last.pt", self.action_resume),
                 ("Evaluate this run", "linear / fine-tune / kNN on a checkpoint", self.action_evaluate),
                 ("Delete this run", "asks first", self.action_delete),
-                ("Clone this run", "New-run form with this config", self.action_clone)]
+                ("Clone this run", "New-run form with this config", self.action_clone),
+                ("Note and tags", "edit this run's note and tags", self.action_notes)]
 
     # .................................................................. rendering
     def _refresh_runs(self) -> None:
@@ -168,6 +170,11 @@ class RunDetailScreen(LiveScreen):
             t.append(f"  {view.dataset}/{view.backbone}")
         if view.status and view.live:
             t.append(f"  pid {view.status.get('pid')}", style="dim")
+        if view.state == "queued":
+            t.append(f"  {fmt.queue_place(view.position)}", style=fmt.STATE_STYLES["queued"])
+        if view.sweep:
+            swept = ", ".join(f"{k}={v}" for k, v in view.swept.items())
+            t.append(f"  sweep {view.sweep}" + (f": {swept}" if swept else ""), style=fmt.GROUP_STYLE)
         t.append("\n")
         t.append(f"epoch {fmt.progress(view.epoch, view.total_epochs)}")
         if view.step is not None:
@@ -181,8 +188,12 @@ class RunDetailScreen(LiveScreen):
         problems = list(view.damage) + ([f"error: {view.error}"] if view.error else [])
         if problems:
             t.append("\n" + " · ".join(problems), style="bold red")
+        if view.stop_note:
+            t.append(f"\nnote: {view.stop_note}", style="yellow")
+        if view.tags:
+            t.append(f"\ntags: {fmt.tags(view.tags)}", style="bold cyan")
         if view.note:
-            t.append(f"\nnote: {view.note}", style="yellow")
+            t.append(f"\n✎ {view.note}", style="italic")
         summary.update(t)
         bar = self.query_one("#progress", ProgressBar)
         bar.update(progress=round(1000 * (view.progress or 0)))
@@ -220,6 +231,9 @@ class RunDetailScreen(LiveScreen):
 
     def action_stop(self) -> None:
         self.app.stop_runs([self.key])
+
+    def action_notes(self) -> None:
+        self.app.edit_notes(self.key)
 
     def action_resume(self) -> None:
         self.app.resume_run(self.key)

@@ -1,4 +1,4 @@
-"""Modal dialogs: a yes/no confirmation and the evaluation launcher."""
+"""Modal dialogs: a yes/no confirmation, the evaluation launcher, a run's note and tags."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select, Static
+from textual.widgets import Button, Input, Label, Select, Static, TextArea
 
 EVAL_CHOICES = [("linear evaluation (frozen encoder)", "linear"), ("fine-tune on a label fraction", "finetune"),
                 ("kNN classifier", "knn")]
@@ -83,6 +83,44 @@ class EvalDialog(ModalScreen[tuple[str, str, float | None] | None]):
                     f"label fraction must be a number in (0, 1], e.g. 0.1 or 0.01 (got {text!r})")
                 return
         self.dismiss((str(kind), str(ckpt), fraction))
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class NotesDialog(ModalScreen[tuple[str, str] | None]):
+    """A run's note (several lines) and tags; dismisses with (note, tags text) on save.
+
+    The tags text is split on commas and spaces by `core.rundir.write_notes`.
+    """
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "save", "Save")]
+
+    def __init__(self, run_name: str, note: str, tags: tuple[str, ...] | list[str]) -> None:
+        super().__init__()
+        self.run_name = run_name
+        self.note = note
+        self.tags = ", ".join(tags)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(f"Note and tags of [b]{self.run_name}[/b]")
+            yield Label("Note")
+            yield TextArea(self.note, id="notes-note", soft_wrap=True)
+            yield Label("Tags (separated by commas or spaces)")
+            yield Input(self.tags, compact=True, id="notes-tags")
+            with Horizontal(classes="buttons"):
+                yield Button("Save (ctrl+s)", variant="primary", compact=True, id="save")
+                yield Button("Cancel (esc)", compact=True, id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#notes-note", TextArea).focus()
+
+    @on(Button.Pressed, "#save")
+    @on(Input.Submitted, "#notes-tags")
+    def action_save(self) -> None:
+        self.dismiss((self.query_one("#notes-note", TextArea).text, self.query_one("#notes-tags", Input).value))
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:

@@ -16,14 +16,16 @@ INTRO = ("Everything shown is read from the run directories (status.json, metric
 
 SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
     ("Runs (home)", [
-        ("enter, click", "open the run"),
+        ("enter, click", "open the run; a sweep's row: expand / collapse"),
         ("n", "new run (the form)"),
         ("k", "clone the current run's config into the form"),
-        ("space", "select / unselect the row; a selects all"),
+        ("space", "select / unselect (a sweep: its runs); a: all"),
         ("c", "compare the selected runs"),
-        ("/", "filter by text (name, kind, state, dataset, model)"),
+        ("/", "filter: name, kind, state, data, model, sweep, tags, note; tag:x"),
         ("s, header click", "sort by the next column / by that one (again: reverse)"),
-        ("x", "stop: SIGTERM, the run checkpoints and stops; again: SIGKILL"),
+        ("x", "stop (SIGTERM; again: SIGKILL); queued: cancel"),
+        ("[ ]", "move a queued run up / down (also ctrl+up / ctrl+down)"),
+        ("N", "edit the run's note and tags"),
         ("r", "resume from checkpoints/last.pt"),
         ("e", "evaluate: linear, fine-tune or kNN on a checkpoint"),
         ("d", "delete (asks first)"),
@@ -31,7 +33,8 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
     ]),
     ("Run detail", [
         ("1 2 3 4", "curves, log, config, checkpoints"),
-        ("x r e d", "stop, resume, evaluate, delete"),
+        ("x r e d", "stop (a queued run: cancel), resume, evaluate, delete"),
+        ("N", "edit the note and tags"),
         ("enter", "on the Checkpoints tab: evaluate that checkpoint"),
         ("k", "clone into a new run"),
         ("esc", "back"),

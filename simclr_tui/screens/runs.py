@@ -1,4 +1,8 @@
-"""The home screen: every run and evaluation job under the runs directory, live."""
+"""The home screen: every run and evaluation job under the runs directory, live.
+
+A sweep is one collapsible group row (`..sweeps`); queued runs show their place in the queue
+and can be moved or cancelled; the filter also matches notes and tags (`tag:x`: that tag).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,11 @@ from textual.widgets.data_table import CellDoesNotExist
 
 from .. import fmt
 from ..store import RunView
+from ..sweeps import Row, SweepGroup, arrange, group_key, summarise
 from .live import LiveScreen
+
+#: a sweep with more members than this starts collapsed
+COLLAPSE_ABOVE = 4
 
 
 def _num_key(x: float | None) -> tuple[int, float]:
@@ -37,6 +45,7 @@ COLUMNS: list[tuple[str, str, Callable[[RunView], Any], bool]] = [
     ("kind", "Kind", lambda v: v.kind, False),
     ("dataset", "Data", lambda v: v.dataset, False),
     ("backbone", "Model", lambda v: v.backbone, False),
+    ("tags", "Tags", lambda v: v.tags, False),
 ]
 SORTABLE = [c[0] for c in COLUMNS if c[0] not in ("sel", "spark")]
 
@@ -55,28 +64,63 @@ def order_runs(runs: list[RunView], column: str, reverse: bool = False) -> list[
     return sorted(runs, key=lambda v: (sort_key(v), v.key), reverse=reverse)
 
 
-def row_cells(view: RunView, selected: bool, nested: bool = False) -> list[Any]:
-    """The table cells of one run (strings or Rich Text), in COLUMNS order.
+def matches(view: RunView, words: list[str]) -> bool:
+    """The filter: every word appears in the name, kind, state, dataset, model, sweep, tags or
+    note; ``tag:x`` matches only a run tagged exactly x."""
+    text = " ".join((view.key, view.kind, view.display_state, view.dataset, view.backbone, view.sweep or "",
+                     *view.tags, view.note)).lower()
+    tags = {t.lower() for t in view.tags}
+    return all(w[4:] in tags if w.startswith("tag:") else w in text for w in (w.lower() for w in words))
 
-    `nested`: an eval job listed right under its run shows only its own name, indented.
-    """
+
+def row_name(view: RunView, nested: bool, member: bool) -> str:
+    """An eval job right under its run: its own name, indented; a sweep member: indented, its
+    name without the sweep's (``temperature=0.1,seed=0``)."""
+    indent = "  " if member else ""
+    if nested:
+        return indent + "  └ " + view.key.rsplit("/", 1)[-1]
+    if member and view.sweep and view.key.startswith(f"{view.sweep}-"):
+        return indent + view.key[len(view.sweep) + 1:]
+    return indent + view.name
+
+
+def row_cells(view: RunView, selected: bool, nested: bool = False, member: bool = False) -> list[Any]:
+    """The table cells of one run (strings or Rich Text), in COLUMNS order."""
     right = {c[0] for c in COLUMNS if c[3]}
+    queued = view.state == "queued"
     raw = {
         "sel": Text("●", style="bold green") if selected else " ",
-        "name": "  └ " + view.key.rsplit("/", 1)[-1] if nested else view.name,
+        "name": row_name(view, nested, member),
         "kind": view.kind,
         "state": fmt.state_text(view.display_state),
         "dataset": view.dataset or "–",
         "backbone": view.backbone or "–",
-        "progress": f"{fmt.progress(view.epoch, view.total_epochs):>7} {fmt.bar(view.progress, 6)}",
+        "progress": fmt.queue_place(view.position) if queued else
+        f"{fmt.progress(view.epoch, view.total_epochs):>7} {fmt.bar(view.progress, 6)}",
         "loss": fmt.number(view.loss),
         "acc": fmt.percent(view.best_acc),
         "ips": fmt.throughput(view.images_per_sec),
         "elapsed": fmt.duration(view.elapsed),
         "eta": fmt.duration(view.eta) if view.live else "",
         "spark": Text(view.spark, style="cyan"),
+        "tags": fmt.tags(view.tags),
     }
     return [Text(raw[k], justify="right") if k in right else raw[k] for k, *_ in COLUMNS]
+
+
+def group_cells(group: SweepGroup, expanded: bool, selected: int) -> list[Any]:
+    """The cells of a sweep's group row; `selected`: how many of its members are selected."""
+    mark = " " if not selected else "●" if selected == len(group.members) else "◐"
+    raw: dict[str, Any] = {
+        "sel": Text(mark, style="bold green"),
+        "name": Text(("▾ " if expanded else "▸ ") + group.name, style="bold"),
+        "state": Text(group.state_text(), style=fmt.GROUP_STYLE),
+        "progress": group.progress_text(),
+        "acc": Text(fmt.percent(group.best_acc) if group.best_acc is not None else "", justify="right"),
+        "spark": group.best_text(),
+        "kind": "sweep",
+    }
+    return [raw.get(k, "") for k, *_ in COLUMNS]
 
 
 class RunsScreen(LiveScreen):
@@ -96,6 +140,9 @@ class RunsScreen(LiveScreen):
         Binding("k", "clone", "Clone", show=False),
         Binding("a", "select_all", "Select all", show=False),
         Binding("escape", "clear", "Clear", show=False),
+        Binding("left_square_bracket,ctrl+up", "move('up')", "Move", key_display="[ ]"),
+        Binding("right_square_bracket,ctrl+down", "move('down')", "Move down", show=False),
+        Binding("N", "notes", "Note", show=False),
     ]
 
     def __init__(self) -> None:
@@ -104,7 +151,10 @@ class RunsScreen(LiveScreen):
         self.filter_text = ""
         self.sort_column = "name"
         self.sort_reverse = False
-        self._order: list[str] = []
+        self.expanded: dict[str, bool] = {}  # sweep -> expanded, as toggled this session
+        self.groups: dict[str, SweepGroup] = {}
+        self._keys: list[str] = []  # every visible run, collapsed members included, in order
+        self._order: list[str] = []  # the table's row keys
         self._cells: dict[str, list[str]] = {}
 
     def compose(self) -> ComposeResult:
@@ -116,6 +166,7 @@ class RunsScreen(LiveScreen):
         for key, label, *_ in COLUMNS:
             table.add_column(label, key=key)
         yield table
+        yield Static(id="runs-group")
         yield Static(id="runs-empty")
         yield Footer(compact=True)
 
@@ -130,22 +181,35 @@ class RunsScreen(LiveScreen):
     def visible(self) -> list[RunView]:
         runs = list(self.app.runs.values())
         if self.filter_text:
-            words = self.filter_text.lower().split()
-            runs = [v for v in runs if all(w in f"{v.key} {v.kind} {v.display_state} {v.dataset} {v.backbone}".lower()
-                                           for w in words)]
+            words = self.filter_text.split()
+            runs = [v for v in runs if matches(v, words)]
         return order_runs(runs, self.sort_column, self.sort_reverse)
+
+    def is_expanded(self, group: SweepGroup) -> bool:
+        return self.expanded.get(group.name, len(group.members) <= COLLAPSE_ABOVE)
+
+    def rows(self, views: list[RunView]) -> list[Row]:
+        self.groups = summarise(self.app.runs)
+        return arrange(views, self.groups, {g.name for g in self.groups.values() if self.is_expanded(g)})
 
     def _refresh_runs(self) -> None:
         table = self.query_one("#runs", DataTable)
         self.selected &= set(self.app.runs)
         views = self.visible()
-        order = [v.key for v in views]
+        self._keys = [v.key for v in views]
+        arranged = self.rows(views)
+        order = [r.key for r in arranged]
         rows = {}
-        for i, v in enumerate(views):
+        for i, r in enumerate(arranged):
+            if r.group is not None:
+                picked = sum(m in self.selected for m in r.group.members)
+                rows[r.key] = group_cells(r.group, self.is_expanded(r.group), picked)
+                continue
+            v = r.view
             # an eval job right after its run (or a sibling job) is drawn as a child
             prev = order[i - 1] if i else ""
             nested = bool(v.parent) and (prev == v.parent or prev.startswith(f"{v.parent}/eval/"))
-            rows[v.key] = row_cells(v, v.key in self.selected, nested)
+            rows[v.key] = row_cells(v, v.key in self.selected, nested, r.member)
         if order != self._order:
             cursor = self.cursor_key()
             table.clear()
@@ -163,6 +227,20 @@ class RunsScreen(LiveScreen):
         self._cells = {k: rows[k] for k in order}
         self._update_headers(table)
         self._update_stats(len(views))
+        self._update_group_line()
+
+    def _update_group_line(self) -> None:
+        """Under the table, the sweep whose group row the cursor is on (its best setting
+        would otherwise sit off an 80-column screen)."""
+        key = self.cursor_key()
+        group = self.groups.get(group_key(key or "") or "")
+        line = self.query_one("#runs-group", Static)
+        line.display = group is not None
+        if group is not None:
+            verb = "collapses" if self.is_expanded(group) else "expands"
+            parts = [f"sweep {group.name}", group.progress_text(), group.best_text() or "no accuracy yet",
+                     f"enter {verb}"]
+            line.update(Text(" · ".join(parts)))
 
     def _update_headers(self, table: DataTable) -> None:
         for key, label, *_ in COLUMNS:
@@ -181,6 +259,10 @@ class RunsScreen(LiveScreen):
         parts = [f"{shown}/{len(runs)} runs" if self.filter_text else f"{len(runs)} runs", f"{live} live"]
         if self.selected:
             parts.append(f"{len(self.selected)} selected")
+        queued = sum(v.state == "queued" for v in runs.values())
+        worker = self.app.worker_status
+        if queued or (worker is not None and worker.pid is not None):
+            parts.append(f"{queued} queued · " + (worker.text() if worker else "no worker"))
         if self.app.loading:
             parts.append("reading metrics…")
         if self.app.tensorboard.url:
@@ -203,11 +285,27 @@ class RunsScreen(LiveScreen):
             return None
 
     def targets(self) -> list[str]:
-        """The selected runs, or the one under the cursor."""
+        """The selected runs, or the one under the cursor (a sweep's row: its members)."""
         if self.selected:
-            return [k for k in self._order if k in self.selected]
+            return [k for k in self._keys if k in self.selected]
         key = self.cursor_key()
+        if key and group_key(key):
+            return self._members(key)
         return [key] if key else []
+
+    def _members(self, key: str) -> list[str]:
+        """The visible members of a sweep's group row, in table order."""
+        group = self.groups.get(group_key(key) or "")
+        members = set(group.members) if group else set()
+        return [k for k in self._keys if k in members]
+
+    def run_key(self) -> str | None:
+        """The run under the cursor; on a sweep's row, None with a hint."""
+        key = self.cursor_key()
+        if key and group_key(key):
+            self.notify("that is a sweep's row: enter expands it; pick one of its runs", severity="warning")
+            return None
+        return key
 
     def watched_keys(self) -> tuple[str, ...]:
         return ()
@@ -219,12 +317,28 @@ class RunsScreen(LiveScreen):
             ("Resume run", "continue the current run from checkpoints/last.pt", self.action_resume),
             ("Evaluate run", "linear eval, fine-tune or kNN on a checkpoint", self.action_evaluate),
             ("Delete runs", "delete the selected/current runs (asks first)", self.action_delete),
+            ("Move up in the queue", "the queued run under the cursor starts earlier", lambda: self.action_move("up")),
+            ("Move down in the queue", "the queued run under the cursor starts later", lambda: self.action_move("down")),
+            ("Note and tags", "edit the current run's note and tags", self.action_notes),
         ]
 
     # .................................................................. events and actions
     @on(DataTable.RowSelected, "#runs")
     def _row_selected(self, event: DataTable.RowSelected) -> None:
-        self.app.open_run(event.row_key.value)
+        self._activate(event.row_key.value)
+
+    def _activate(self, key: str) -> None:
+        """Open a run; expand or collapse a sweep's row."""
+        name = group_key(key)
+        if name is None:
+            self.app.open_run(key)
+        elif name in self.groups:
+            self.expanded[name] = not self.is_expanded(self.groups[name])
+            self.refresh_runs()
+
+    @on(DataTable.RowHighlighted, "#runs")
+    def _row_highlighted(self) -> None:
+        self._update_group_line()
 
     @on(DataTable.HeaderSelected, "#runs")
     def _header_selected(self, event: DataTable.HeaderSelected) -> None:
@@ -248,27 +362,31 @@ class RunsScreen(LiveScreen):
     def action_open(self) -> None:
         key = self.cursor_key()
         if key:
-            self.app.open_run(key)
+            self._activate(key)
 
     def action_new(self) -> None:
         self.app.new_run()
 
     def action_clone(self) -> None:
-        key = self.cursor_key()
+        key = self.run_key()
         if key:
             self.app.new_run(clone=key)
 
     def action_toggle_select(self) -> None:
         key = self.cursor_key()
         if key:
-            self.selected ^= {key}
+            if group_key(key):  # a sweep's row: all its members, or none
+                members = set(self._members(key))
+                self.selected = self.selected - members if members <= self.selected else self.selected | members
+            else:
+                self.selected ^= {key}
             self.refresh_runs()
             table = self.query_one("#runs", DataTable)
             if table.cursor_row < table.row_count - 1:
                 table.move_cursor(row=table.cursor_row + 1)
 
     def action_select_all(self) -> None:
-        self.selected = set(self._order) if self.selected != set(self._order) else set()
+        self.selected = set(self._keys) if self.selected != set(self._keys) else set()
         self.refresh_runs()
 
     def action_clear(self) -> None:
@@ -299,9 +417,21 @@ class RunsScreen(LiveScreen):
             self.app.resume_run(key)
 
     def action_evaluate(self) -> None:
-        key = self.cursor_key()
+        key = self.run_key()
         if key:
             self.app.evaluate_run(key)
 
     def action_delete(self) -> None:
         self.app.delete_runs(self.targets())
+
+    def action_move(self, where: str) -> None:
+        key = self.cursor_key()
+        if key and group_key(key):
+            self.notify("a sweep moves one run at a time: expand it (enter) and move its runs", severity="warning")
+        elif key:
+            self.app.move_queued(key, where)
+
+    def action_notes(self) -> None:
+        key = self.run_key()
+        if key:
+            self.app.edit_notes(key)

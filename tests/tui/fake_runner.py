@@ -1,7 +1,8 @@
 """A stand-in for `python -m core` that writes the run-directory contract without torch.
 
 Used by the fast UI tests: `python fake_runner.py pretrain --run-dir DIR [--preset P]
-[--flag value ...]`, `pretrain --resume DIR`, and `linear-eval|finetune|knn --run-dir DIR
+[--config FILE] [--flag value ...]` (the queue worker starts a queued run with `--config
+DIR/config.json`), `pretrain --resume DIR`, and `linear-eval|finetune|knn --run-dir DIR
 [--checkpoint C] [--label-fraction F]`. It writes config.json, status.json (heartbeat),
 metrics.jsonl, stdout.log lines and checkpoints/last.pt, and on SIGTERM checkpoints and
 writes `stopped`. Speed: FAKE_STEP_SECONDS (default 0.02 s per step),
@@ -59,6 +60,8 @@ def pretrain(flags: dict[str, str]) -> int:
     else:
         run_dir = Path(flags.pop("run-dir"))
         values = preset(flags.pop("preset")) if "preset" in flags else {}
+        if "config" in flags:
+            values.update(json.loads(Path(flags.pop("config")).read_text()))
         values.update({k.replace("-", "_"): v for k, v in flags.items()})
         try:
             cfg = PretrainConfig.from_dict(values).validate()
