@@ -293,6 +293,20 @@ def cmd_queue_move(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_note(args: argparse.Namespace) -> int:
+    """`simclr note RUN [TEXT] [--tags a,b]`: set (or show) a run's note and tags, as the TUI's N does."""
+    from .rundir import read_notes, resolve_run_dir, write_notes
+
+    run_dir = resolve_run_dir(args.runs_dir, args.run)
+    if not ((run_dir / "status.json").exists() or (run_dir / "config.json").exists()):
+        raise UsageError(f"{run_dir} is not a run directory; `simclr runs --runs-dir {args.runs_dir}` lists them")
+    if args.text is not None or args.tags is not None:
+        write_notes(run_dir, args.text, args.tags)
+    note, tags = read_notes(run_dir)
+    print(f"{args.run}: {note or '(no note)'}" + (f"  [tags: {', '.join(tags)}]" if tags else ""))
+    return 0
+
+
 def check_free(run_dir: Path, resume: bool) -> None:
     """A new run needs an unstarted directory (empty but for the TUI's stdout.log, notes, or a
     queued run's files: `rundir.is_unstarted`); a resumed one a dead writer."""
@@ -485,6 +499,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-start", action="store_true", help="only queue; start with `simclr queue work`")
     # the flags after `--` are split off in main(): argparse cannot put them after a positional
     p.set_defaults(func=cmd_sweep, pretrain_flags=[])
+
+    p = sub.add_parser("note", help="set or show a run's note and tags (notes.json)",
+                       description="Without TEXT or --tags: show them. TEXT replaces the note ('' clears it); "
+                                   "--tags replaces the tags ('' clears them). The TUI shows both and its "
+                                   "filter matches them (tag:NAME for one tag).")
+    p.add_argument("run", metavar="RUN", help="the run's name under --runs-dir")
+    p.add_argument("text", nargs="?", metavar="TEXT", help="the new note")
+    p.add_argument("--tags", help="the new tags, comma- or space-separated, e.g. baseline,lr-test")
+    p.add_argument("--runs-dir", default="runs", help="the runs directory (default: runs)")
+    p.set_defaults(func=cmd_note)
 
     p = sub.add_parser("queue", help="the run queue: list it, run its worker, cancel or move runs",
                        description="Without a subcommand: the queued runs in order, what runs now, the "

@@ -283,3 +283,18 @@ def test_a_sweep_name_is_used_once_and_flags_after_the_double_dash_are_checked(t
                  "--preset", "tiny", "--bogus", "1"]) == 2
     assert "unrecognized arguments: --bogus 1" in capsys.readouterr().err
     assert sorted(p.name for p in runs.iterdir() if p.name != ".queue") == NAMES
+
+
+def test_notes_and_tags_from_the_command_line(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    sweep(runs)
+    assert main(["note", NAMES[0], "lower temperature", "--tags", "study, keep", "--runs-dir", str(runs)]) == 0
+    assert read_json(runs / NAMES[0] / "notes.json") == {"note": "lower temperature", "tags": ["keep", "study"]}
+    assert main(["note", NAMES[0], "--tags", "", "--runs-dir", str(runs)]) == 0  # clears tags, keeps the note
+    assert read_json(runs / NAMES[0] / "notes.json") == {"note": "lower temperature", "tags": []}
+    capsys.readouterr()
+    assert main(["note", NAMES[0], "--runs-dir", str(runs)]) == 0
+    assert capsys.readouterr().out == f"{NAMES[0]}: lower temperature\n"
+    assert main(["note", "nope", "x", "--runs-dir", str(runs)]) == 2
+    assert main(["note", "../x", "x", "--runs-dir", str(runs)]) == 2
+    assert not (runs / "nope").exists()
