@@ -79,7 +79,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from . import dist, rundir
 
     timeout = dist.timeout_from_env()  # checked before anything is written
-    if args.then and not args.queue:
+    if (args.then or args.no_start) and not args.queue:
+        if args.no_start:
+            raise UsageError("--no-start only means something with --queue")
         raise UsageError("--then runs jobs after a queued run: add --queue (or use `simclr sweep`)")
     if args.queue:
         if args.resume:
@@ -139,7 +141,10 @@ def queue_one(args: argparse.Namespace) -> int:
         queue.enqueue(args.runs_dir, run_dir, cfg, then)
         position = queue.positions(args.runs_dir).get(run_dir.name)
     print(f"queued {run_dir} at position {position}" + (f", then {', '.join(t[0] for t in then)}" if then else ""))
-    report_worker(args.runs_dir, queue.ensure_worker(args.runs_dir))
+    if args.no_start:
+        print(f"not started (--no-start); start with `simclr queue work --runs-dir {args.runs_dir}`")
+    else:
+        report_worker(args.runs_dir, queue.ensure_worker(args.runs_dir))
     return 0
 
 
@@ -474,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--then", action="append", default=[], metavar="JOB",
                    help="with --queue: an evaluation to queue after the run finishes: linear-eval, knn, or "
                         "'finetune --label-fraction 0.1' (quoted, with flags); repeatable")
+    p.add_argument("--no-start", action="store_true", help="with --queue: only queue; start with `simclr queue work`")
     add_config_flags(p)
     p.set_defaults(func=cmd_pretrain)
 

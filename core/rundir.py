@@ -31,6 +31,8 @@ STALE_AFTER = 120.0
 
 #: letters, digits and ``. _ - = ,`` (a sweep's runs are named ``NAME-temperature=0.2,seed=1``)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,-]{0,99}$")
+#: folders of the runs directory that are not runs (the queue's own, `.queue`, cannot be a name anyway)
+RESERVED_NAMES = ("exports",)
 #: files a run directory may hold before its runner starts: the TUI's log, and what the queue
 #: (core.queue) and the user (notes) put there; config.json and status.json only while queued
 PRE_START_FILES = frozenset({"stdout.log", "notes.json", "queue.json", "sweep.json"})
@@ -376,6 +378,8 @@ def write_notes(run_dir: str | Path, note: str | None = None, tags: list[str] | 
 def check_run_name(name: str) -> str:
     """A run name is one path component of letters, digits, '.', '_' and '-'."""
     # fullmatch: with match(), "$" also matches before a trailing newline ("x\n" got in)
+    if name in RESERVED_NAMES:
+        raise ValueError(f"run name {name!r} is reserved: the TUI writes its exports to runs/{name}/; choose another")
     if not _NAME_RE.fullmatch(name) or name in (".", "..") or ".." in name:
         raise ValueError(f"run name {name!r} is not allowed: use letters, digits, '.', '_', '-', '=' and ',' "
                          f"(at most 100, starting with a letter or digit; no '/' or '..')")

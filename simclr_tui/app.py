@@ -37,6 +37,7 @@ from .screens.dialogs import ConfirmScreen, EvalDialog, NotesDialog
 from .screens.help import HelpScreen
 from .screens.live import LiveScreen
 from .screens.new_run import NewRunScreen
+from .screens.results import ResultsScreen
 from .screens.runs import RunsScreen
 from .store import RunDetail, RunStore, RunView
 from .tensorboard import TensorBoard, TensorBoardError
@@ -56,6 +57,7 @@ class SimclrApp(App):
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("t", "tensorboard", "TensorBoard"),
+        Binding("R", "results", "Results", show=False),
     ]
 
     def __init__(self, runs_dir: Path, *, runner: list[str] | None = None, poll_interval: float = POLL_INTERVAL,
@@ -225,6 +227,11 @@ class SimclrApp(App):
 
     def new_run(self, clone: str | None = None) -> None:
         self.push_screen(NewRunScreen(clone=clone))
+
+    def action_results(self) -> None:
+        """The `simclr results` table (grouped by sweep first; g changes the grouping)."""
+        if not isinstance(self.screen, ResultsScreen):
+            self.push_screen(ResultsScreen())
 
     def compare(self, keys: Iterable[str]) -> None:
         keys = [k for k in keys if k in self.runs]
@@ -411,6 +418,8 @@ class SimclrApp(App):
         yield SystemCommand("New run", "Open the New-run form", self.new_run)
         yield SystemCommand("TensorBoard", "Start or stop TensorBoard over the runs directory", self.action_tensorboard)
         yield SystemCommand("Help", "Keys and screens", self.action_help)
+        yield SystemCommand("Results table", "simclr results: every evaluation, grouped by sweep or config (R)",
+                            self.action_results)
         for name, help_text, action in getattr(screen, "palette_commands", lambda: [])():
             yield SystemCommand(name, help_text, action)
 

@@ -247,6 +247,10 @@ def test_pretrain_queue_adds_one_run(tmp_path, capsys, monkeypatch):
     assert main(["pretrain", "--preset", "tiny", "--runs-dir", str(runs), "--run-dir", str(runs / "one"),
                  "--queue"]) == 2  # taken
     assert not (runs / "two").exists()
+    assert main(["pretrain", "--preset", "tiny", "--runs-dir", str(runs), "--queue", "--no-start"]) == 0
+    assert len(queue.positions(runs)) == 2
+    assert main(["pretrain", "--preset", "tiny", "--run-dir", str(runs / "exports"), "--queue"]) == 2
+    assert "reserved" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -29,6 +29,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ("r", "resume from checkpoints/last.pt"),
         ("e", "evaluate: linear, fine-tune or kNN on a checkpoint"),
         ("d", "delete (asks first)"),
+        ("R", "the results table (simclr results), grouped by sweep"),
         ("esc", "clear the filter, then the selection"),
     ]),
     ("Run detail", [
@@ -40,10 +41,20 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ("esc", "back"),
     ]),
     ("New run", [
-        ("ctrl+s", "launch (only when the form is valid)"),
-        ("ctrl+o", "copy the simclr pretrain command"),
+        ("ctrl+s", "launch now (only when the form is valid); with a sweep: queue it"),
+        ("ctrl+g", "queue the run, or the sweep of the Queue and sweep section"),
+        ("ctrl+o", "copy the command (simclr pretrain, or simclr sweep)"),
         ("tab", "next field; the line above the command explains it"),
         ("esc", "cancel"),
+    ]),
+    ("Compare", [
+        ("1 2", "summary (groups of seeds: mean ± std, n), curves"),
+        ("m", "grouped curves: mean ± std band / one line per seed"),
+        ("E", "export CSV, markdown and LaTeX to <runs>/exports/"),
+    ]),
+    ("Results", [
+        ("g", "group by sweep, by config, or show every result"),
+        ("E", "export CSV, markdown and LaTeX to <runs>/exports/"),
     ]),
     ("Everywhere", [
         ("t", "TensorBoard on the runs directory (localhost) on / off"),

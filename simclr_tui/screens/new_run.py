@@ -1,16 +1,21 @@
 """The New-run form: every PretrainConfig field, a preset or a cloned run to start from,
-live validation, and the `simclr pretrain ...` command that the Launch button runs."""
+live validation, and the `simclr pretrain ...` command that the Launch button runs.
+
+Its "Queue and sweep" section queues the run instead (`simclr pretrain --queue`), with
+evaluations to follow it, or a sweep of it (`simclr sweep`): a grid of config values times
+seeds, checked member by member as you type.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, Switch
+from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static, Switch
 
 from core.config import PRESET_NOTES, PRESETS, ConfigError, PretrainConfig
 from core.rundir import check_run_name, generate_run_name, resolve_run_dir
@@ -24,14 +29,25 @@ from ..configform import (
     parse_form,
     pretrain_args,
 )
+from ..enqueue import CliResult, Sweep, check_sweep, grid_rows_defined, grid_size, queue_args, run_cli, sweep_args
+from ..launcher import display_command
 from ..widgets.config_field import ConfigField
+from ..widgets.queue_section import SECTION_HELP, QueueSection
 
 NO_PRESET = "-"
 
 
 class NewRunScreen(Screen):
-    BINDINGS = [
+    DEFAULT_CSS = """
+    NewRunScreen #launch {
+        width: auto;
+        min-width: 16;
+    }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "launch", "Launch", priority=True),
+        # ctrl+q quits Textual; ctrl+e/u/k/w/x/d/a edit an Input: ctrl+g is free in both
+        Binding("ctrl+g", "queue", "Queue", priority=True),
         Binding("ctrl+o", "copy_command", "Copy command", priority=True),
         Binding("escape", "cancel", "Cancel"),
     ]
@@ -43,6 +59,9 @@ class NewRunScreen(Screen):
         self.config: PretrainConfig | None = None
         self.error: str | None = None
         self.command = ""
+        self.sweep: Sweep | None = None  # the sweep the section describes, when it is valid
+        self.then: list[str] = []  # --then jobs for a queued run or sweep
+        self._sweep_error = False  # the error is the section's, not a config field's
         self._launching = False
         # Selects also post Changed when mounted or set from code: react only to new values
         self._dataset: str | None = None
@@ -50,6 +69,7 @@ class NewRunScreen(Screen):
         self._validate_soon = False
         self.blur_note = ""
         self._focused_field: ConfigField | None = None
+        self._section_help = ""  # the help of the focused control of the queue section
 
     # .................................................................. layout
     def _initial_values(self) -> dict[str, Any]:
@@ -83,11 +103,13 @@ class NewRunScreen(Screen):
                 yield Static(title, classes="group-title")
                 for spec in specs:
                     yield ConfigField(spec, values[spec.name])
+            yield QueueSection(id="queue-section")
         yield Static(id="field-help", markup=False)
         yield Static(id="form-error", markup=False)
         yield Static(id="command", markup=False)
         with Horizontal(classes="buttons"):
-            yield Button("Launch", variant="primary", id="launch", compact=True)
+            yield Button("Launch now", variant="primary", id="launch", compact=True)
+            yield Button("Queue", id="queue", compact=True)
             yield Button("Copy command", id="copy", compact=True)
             yield Button("Cancel", id="cancel", compact=True)
         yield Footer(compact=True)
@@ -126,13 +148,48 @@ class NewRunScreen(Screen):
         cfg = self.config or PretrainConfig()
         return generate_run_name(self.app.runs_dir, cfg.dataset, cfg.backbone)
 
+    def sweep_name(self) -> str:
+        section = self.query_one(QueueSection)
+        return section.sweep_name or self.query_one("#run-name", Input).value.strip() or self.run_name()
+
+    def _check_section(self, config: PretrainConfig) -> None:
+        """The --then jobs and the sweep; raises ConfigError (marked as the section's)."""
+        section = self.query_one(QueueSection)
+        self._sweep_error = True
+        self.then = section.then()
+        if grid_rows_defined(section.rows(), section.seeds):
+            taken = {v.sweep for v in self.app.runs.values() if v.sweep}
+            self.sweep = check_sweep(self.sweep_name(), section.rows(), section.seeds, config.to_dict(),
+                                     self.app.runs_dir, taken)
+        self._sweep_error = False
+
+    def _show_section(self) -> None:
+        section = self.query_one(QueueSection)
+        rows, seeds = section.rows(), section.seeds
+        section.mark(self.error if self._sweep_error else None)
+        if self.sweep is not None:
+            first = self.sweep.members[0].name
+            more = f" … {self.sweep.members[-1].name}" if self.sweep.size > 1 else ""
+            section.show(f"sweep {self.sweep.name}: {self.sweep.size} run{'s' * (self.sweep.size > 1)} "
+                         f"({first}{more})")
+        elif grid_rows_defined(rows, seeds):
+            section.show(f"sweep: {grid_size(rows, seeds)} runs once the error above is fixed")
+        else:
+            section.show("no sweep: Queue adds this one run")
+        launch = self.query_one("#launch", Button)
+        label = f"Queue sweep ({self.sweep.size} runs)" if self.sweep is not None else "Launch now"
+        if launch.label.plain != label:
+            launch.label = label
+            launch.refresh(layout=True)  # the label is not a layout reactive: the width follows it here
+        self.query_one("#queue", Button).display = self.sweep is None
+
     def validate(self) -> bool:
         """Parse and check the form; show the error (and mark its field) or the command."""
         self._validate_soon = False
         fields = self.fields()
-        self.config, self.error = None, None
+        self.config, self.error, self.sweep, self._sweep_error = None, None, None, False
         try:
-            self.config = parse_form(self.raw_values())
+            config = parse_form(self.raw_values())
             name = self.query_one("#run-name", Input).value.strip()
             if name:
                 try:
@@ -140,11 +197,14 @@ class NewRunScreen(Screen):
                     resolve_run_dir(self.app.runs_dir, name)
                 except ValueError as e:
                     raise ConfigError(str(e)) from None
-                if (self.app.runs_dir / name).exists():
-                    raise ConfigError(f"a run named {name!r} already exists; choose another name or leave it empty")
+            self._check_section(config)
+            if name and self.sweep is None and (self.app.runs_dir / name).exists():
+                raise ConfigError(f"a run named {name!r} already exists; choose another name or leave it empty")
+            self.config = config
         except ConfigError as e:
             self.error = str(e)
-        bad = field_in_error(self.error) if self.error else None
+        self._show_section()
+        bad = field_in_error(self.error) if self.error and not self._sweep_error else None
         if bad != self._invalid:
             if self._invalid in fields:
                 fields[self._invalid].set_invalid(False)
@@ -156,7 +216,10 @@ class NewRunScreen(Screen):
         error.display = bool(self.error)
         if self.config is not None:
             args = pretrain_args(self.config, self.preset)
-            self.command = self.app.launcher.pretrain_command(self.run_name(), args)
+            if self.sweep is not None:
+                self.command = display_command(sweep_args(self.app.runs_dir, self.sweep, self.then, args, start=True))
+            else:
+                self.command = self.app.launcher.pretrain_command(self.run_name(), args)
             self.blur_note = f"blur is now {'on' if self.config.use_blur else 'off'} ({self.config.image_size} px)"
             self._show_help()
         self.query_one("#command", Static).update(
@@ -169,10 +232,16 @@ class NewRunScreen(Screen):
         if field is not None:
             self._focused_field = field
             self._show_help()
+        elif any(isinstance(a, QueueSection) for a in event.widget.ancestors):
+            tip = event.widget.tooltip
+            self._focused_field = None
+            self._section_help = tip if isinstance(tip, str) else SECTION_HELP
+            self._show_help()
 
     def _show_help(self) -> None:
         f = self._focused_field
-        text = f"{f.spec.flag}: {f.help}" if f else "tab moves between fields; hover or focus one for its help"
+        text = f"{f.spec.flag}: {f.help}" if f else (self._section_help or
+                                                      "tab moves between fields; hover or focus one for its help")
         if f and f.spec.name in ("blur", "image_size", "dataset") and self.blur_note:
             text += f"  [{self.blur_note}]"
         self.query_one("#field-help", Static).update(text)
@@ -212,21 +281,30 @@ class NewRunScreen(Screen):
 
     @on(Input.Changed)
     @on(Select.Changed, "ConfigField Select")
+    @on(Select.Changed, "QueueSection Select")
     @on(Switch.Changed)
+    @on(Checkbox.Changed)
+    @on(QueueSection.Edited)
     def _changed(self) -> None:
         # a burst of changes (mounting, a preset filling 30 fields) validates once
         if not self._validate_soon:
             self._validate_soon = True
             self.call_after_refresh(self.validate)
 
+    def _refuse(self, title: str) -> None:
+        self.notify(self.error or "the form has an error", title=title, severity="error")
+        if not self._sweep_error and (bad := field_in_error(self.error or "")) in self.fields():
+            self.fields()[bad].control.focus()
+
     @on(Button.Pressed, "#launch")
     def action_launch(self) -> None:
         if self._launching:
             return
         if not self.validate() or self.config is None:
-            self.notify(self.error or "the form has an error", title="Not launched", severity="error")
-            if (bad := field_in_error(self.error or "")) in self.fields():
-                self.fields()[bad].control.focus()
+            self._refuse("Not launched")
+            return
+        if self.sweep is not None:  # a sweep is never started here: it goes to the queue
+            self.action_queue()
             return
         name = self.run_name()
         self._launching = True
@@ -235,6 +313,48 @@ class NewRunScreen(Screen):
 
     def _launch_done(self) -> None:
         self._launching = False  # a failed launch leaves the form open to try again
+
+    @on(Button.Pressed, "#queue")
+    def action_queue(self) -> None:
+        """Queue the run (`simclr pretrain --queue`) or the sweep (`simclr sweep --no-start`;
+        the app starts the queue worker) in a thread; errors show in the form."""
+        if self._launching:
+            return
+        if not self.validate() or self.config is None:
+            self._refuse("Not queued")
+            return
+        args = pretrain_args(self.config, self.preset)
+        runs_dir = self.app.runs_dir
+        if self.sweep is not None:
+            argv, what = sweep_args(runs_dir, self.sweep, self.then, args, start=False), f"sweep {self.sweep.name}"
+        else:
+            name = self.run_name()
+            argv, what = queue_args(runs_dir, name, self.then, args), name
+        self._launching = True
+        runner = list(self.app.launcher.runner)
+
+        def work() -> None:
+            result = run_cli(runner, argv)
+            self.app.call_from_thread(self._queued, result, what)
+
+        self.run_worker(work, thread=True, group="queue", name="queue", exit_on_error=False)
+
+    def _queued(self, result: CliResult, what: str) -> None:
+        self._launching = False
+        if not result.ok:
+            self.notify(result.error, title="Not queued", severity="error", timeout=10)
+            if self.is_mounted:  # the runner's one line, where the form's errors go
+                self.error, self._sweep_error = result.error, True
+                error = self.query_one("#form-error", Static)
+                error.update(f"✗ {result.error}")
+                error.display = True
+            return
+        lines = [ln.strip() for ln in result.output.splitlines() if ln.strip()]
+        self.notify(lines[0] if lines else f"queued {what}", title="Queued")
+        self.app.queue_changed()
+        if self.app.screen is self:  # to the runs screen, under whatever opened the form
+            while len(self.app.screen_stack) > 1:
+                self.app.pop_screen()
 
     @on(Button.Pressed, "#copy")
     def action_copy_command(self) -> None:

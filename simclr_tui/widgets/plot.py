@@ -12,6 +12,10 @@ from ..series import resample
 
 #: line colours in plotext's names, in the order lines are added
 COLOURS = ("cyan", "orange", "green", "magenta", "yellow", "blue", "red", "white")
+#: the same colours darker, for the lines around a mean (mean ± std): plotext ignores styles
+#: such as dim in braille, so the band is drawn in these RGB shades
+DIM_COLOURS = {"cyan": (0, 105, 115), "orange": (140, 85, 0), "green": (0, 110, 0), "magenta": (110, 0, 110),
+               "yellow": (120, 120, 0), "blue": (20, 40, 140), "red": (130, 0, 0), "white": (120, 120, 120)}
 
 
 @dataclass(frozen=True)
@@ -20,6 +24,7 @@ class Line:
     xs: tuple[float, ...]
     ys: tuple[float, ...]
     colour: str | None = None
+    dim: bool = False  # a thinner companion line (mean ± std): darker, never in the legend
 
 
 class MetricPlot(PlotextPlot):
@@ -58,13 +63,16 @@ class MetricPlot(PlotextPlot):
         plt.title(self.title)
         plt.xlabel(self.xlabel)
         n = max(2, 2 * self.size.width)
-        labelled = len(self.lines) > 1
+        labelled = sum(not ln.dim for ln in self.lines) > 1
         drawn = [(line, resample(line.xs, n), resample(line.ys, n)) for line in self.lines]
         lo = min(min(ys) for _, _, ys in drawn)
         hi = max(max(ys) for _, _, ys in drawn)
         pad = 0.0 if hi - lo > 1e-12 else max(abs(lo) * 0.05, 1e-6)  # a flat line gets a sensible axis
         plt.ylim(lo - pad, hi + pad)
         for i, (line, xs, ys) in enumerate(drawn):
-            plt.plot(xs, ys, marker="braille", color=line.colour or COLOURS[i % len(COLOURS)],
-                     label=line.label if labelled else None)
+            colour = line.colour or COLOURS[i % len(COLOURS)]
+            if line.dim:
+                colour = DIM_COLOURS.get(colour, colour)
+            plt.plot(xs, ys, marker="braille", color=colour,
+                     label=line.label if labelled and not line.dim and line.label else None)
         return super().render()
