@@ -5,7 +5,7 @@ The form's sweep section is checked here with core's own parsers (`core.sweep.pa
 same message; the command is then run as a short subprocess through the TUI's runner
 (`run_cli`), which makes the queued run directories and exits (0, or 2 with one line
 `simclr: error: ...`). The TUI starts the queue worker itself (`SimclrApp.queue_changed`),
-so a sweep is made with `--no-start`; the command shown to copy leaves that out.
+so both are run with `--no-start`; the sweep command shown to copy leaves that out.
 """
 
 from __future__ import annotations
@@ -120,9 +120,10 @@ def without(args: list[str], names: tuple[str, ...]) -> list[str]:
 
 
 def queue_args(runs_dir: Path, name: str, then: list[str], flags: list[str]) -> list[str]:
-    """`pretrain --run-dir RUNS/NAME --runs-dir RUNS --queue [--then JOB] FLAGS`."""
+    """`pretrain --run-dir RUNS/NAME --runs-dir RUNS --queue --no-start [--then JOB] FLAGS`
+    (the app starts the worker, as for a sweep)."""
     runs = runs_dir.resolve()
-    return ["pretrain", "--run-dir", str(runs / name), "--runs-dir", str(runs), "--queue",
+    return ["pretrain", "--run-dir", str(runs / name), "--runs-dir", str(runs), "--queue", "--no-start",
             *[a for t in then for a in ("--then", t)], *flags]
 
 
