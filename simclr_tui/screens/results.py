@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header, Static
@@ -117,7 +118,7 @@ class ResultsScreen(LiveScreen):
         table = self.query_one("#results-table", DataTable)
         table.clear()
         for r in self.records:
-            table.add_row(*[str(r.get(c, "")) for c in SHOWN])
+            table.add_row(*[Text(str(r.get(c, ""))) for c in SHOWN])  # Text: "[temperature=0.1]" is no markup
         how = {"sweep": "grouped by sweep setting: mean ± sample std over seeds (n)",
                "config": "grouped by config (seed, device, workers aside): mean ± sample std (n)",
                None: "every result"}[self.mode]
