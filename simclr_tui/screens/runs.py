@@ -103,7 +103,7 @@ def row_cells(view: RunView, selected: bool, nested: bool = False, member: bool 
         "elapsed": fmt.duration(view.elapsed),
         "eta": fmt.duration(view.eta) if view.live else "",
         "spark": Text(view.spark, style="cyan"),
-        "tags": fmt.tags(view.tags),
+        "tags": Text(fmt.tags(view.tags)),  # user text: never markup
     }
     return [Text(raw[k], justify="right") if k in right else raw[k] for k, *_ in COLUMNS]
 

@@ -221,7 +221,7 @@ async def test_note_dialog_writes_notes_and_the_filter_matches_tags(queue_dir):
         await wait_for(pilot, lambda: app.runs["alpha"].tags == ("keep", "lr-study"), what="tags in the view")
         screen = app.screen
         tags = screen_col("tags")
-        await wait_for(pilot, lambda: screen._cells["alpha"][tags] == "keep, lr-study", what="the Tags column")
+        await wait_for(pilot, lambda: str(screen._cells["alpha"][tags]) == "keep, lr-study", what="the Tags column")
 
         async def shown(text, want):
             screen.query_one("#filter", Input).value = text
