@@ -312,6 +312,30 @@ def cmd_note(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """`simclr export --run-dir R --format F --out PATH`: the encoder in a standard format."""
+    from .export import export, sidecar
+
+    meta = export(args.run_dir, args.out, args.format, args.checkpoint, True if args.ema else None, args.with_head)
+    known = ", ".join(f"{k} top-1 {v['test_top1']:.4f}" for k, v in meta["accuracy"].items())
+    print(f"wrote {args.out} ({args.format}, {meta['arch']} width {meta['width']}, {meta['encoder']} encoder"
+          f"{' + head' if meta['with_head'] else ''}, {meta['feature_dim']} features"
+          f"{', ' + known if known else ''}) and {sidecar(Path(args.out))}")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    """`simclr embed --run-dir R --data-dir D --out F.npz`: features of every image under D."""
+    from .embed import embed
+
+    s = embed(args.run_dir, args.data_dir, args.out, args.checkpoint, True if args.ema else None, args.batch_size,
+              args.device)
+    print(f"wrote {args.out}: {s['n']} x {s['dim']} features"
+          + (f", {s['classes']} classes" if s["classes"] else ", unlabelled (labels -1)")
+          + (f", {s['skipped']} unreadable file(s) skipped" if s["skipped"] else "") + f" in {s['seconds']:.1f} s")
+    return 0
+
+
 def check_free(run_dir: Path, resume: bool) -> None:
     """A new run needs an unstarted directory (empty but for the TUI's stdout.log, notes, or a
     queued run's files: `rundir.is_unstarted`); a resumed one a dead writer."""
@@ -506,6 +530,34 @@ def build_parser() -> argparse.ArgumentParser:
     # the flags after `--` are split off in main(): argparse cannot put them after a positional
     p.set_defaults(func=cmd_sweep, pretrain_flags=[])
 
+    p = sub.add_parser("export", help="the trained encoder as torchvision / safetensors / torch.export",
+                       description="Write a run's encoder in a standard format, and beside it PATH.json: "
+                                   "arch, width, image size, stem, input mean/std, run, checkpoint, step and "
+                                   "the accuracies known for that checkpoint.")
+    p.add_argument("--run-dir", required=True, help="the run (runs/NAME)")
+    p.add_argument("--checkpoint", default="last", help="last (default) or epoch_NNNN")
+    p.add_argument("--ema", action="store_true", help="require the EMA encoder (default: EMA if the run kept one)")
+    p.add_argument("--format", required=True, choices=("torchvision", "safetensors", "torch-export"),
+                   help="torchvision: a state dict for torchvision.models.resnetNN (width 64); safetensors: "
+                        "the weights as safetensors; torch-export: a program that runs without this package")
+    p.add_argument("--out", required=True, help="the file to write (its folder must exist)")
+    p.add_argument("--with-head", action="store_true",
+                   help="include the projection head (default: the encoder, whose features evaluations use)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("embed", help="the encoder's features for every image under a folder, as .npz",
+                       description="Features of every image under --data-dir (class folders D/<class>/<img> "
+                                   "give labels; any other layout is unlabelled, -1), with the run's evaluation "
+                                   "transform, in sorted path order: arrays features, paths, labels, classes.")
+    p.add_argument("--run-dir", required=True, help="the run (runs/NAME)")
+    p.add_argument("--data-dir", required=True, help="a folder of images, any layout")
+    p.add_argument("--out", required=True, help="the .npz to write (its folder must exist)")
+    p.add_argument("--checkpoint", default="last", help="last (default) or epoch_NNNN")
+    p.add_argument("--ema", action="store_true", help="require the EMA encoder (default: EMA if the run kept one)")
+    p.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.set_defaults(func=cmd_embed)
+
     p = sub.add_parser("note", help="set or show a run's note and tags (notes.json)",
                        description="Without TEXT or --tags: show them. TEXT replaces the note ('' clears it); "
                                    "--tags replaces the tags ('' clears them). The TUI shows both and its "
@@ -563,7 +615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sweep":
             args.pretrain_flags = shared
         return int(args.func(args) or 0)
-    except (UsageError, ConfigError, DataError, CheckpointError, QueueError, ValueError) as e:
+    except (UsageError, ConfigError, DataError, CheckpointError, QueueError, ValueError) as e:  # ExportError too
         print(f"simclr: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
