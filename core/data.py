@@ -1,4 +1,5 @@
-"""Datasets: torchvision (CIFAR-10/100, STL-10), class folders or a .zip of them, synthetic.
+"""Datasets: torchvision (CIFAR-10/100, STL-10), class folders or a .zip of them (or any folder or
+.zip of images, unlabelled), synthetic.
 
 Two shapes of data come out of here:
 
@@ -64,7 +65,8 @@ def stats_for(dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 # ---------------------------------------------------------------------- class folders / zips
 class ImageSource:
-    """Lists ``<split>/<class>/<image>`` entries of a folder or a .zip and opens them.
+    """Lists ``<split>/<class>/<image>`` entries of a folder or a .zip and opens them; for the
+    train split of a folder or zip without that layout, every image in it, unlabelled (-1).
 
     The zip handle is opened lazily per process, so instances are safe to send to
     DataLoader workers.
@@ -77,15 +79,31 @@ class ImageSource:
         self._zip: zipfile.ZipFile | None = None
         self._zip_pid = -1
         entries = self._list()
+        self.labelled = bool(entries)
+        if not entries and split == "train":  # no train/<class>/: every image under root, unlabelled
+            entries = [("", name) for name in self._list_all()]
         if not entries:
             where = self.zip_path or root
             raise DataError(
                 f"no images found for split '{split}' in {where}: expected {split}/<class>/<image> "
-                f"(or {root}/{split}.zip); point --data-dir at a folder in class-folder layout")
-        classes = sorted({c for c, _ in entries})
+                f"(or {root}/{split}.zip), or for pretraining any folder of images; point --data-dir there")
+        classes = sorted({c for c, _ in entries if c})
         index = {c: i for i, c in enumerate(classes)}
         self.classes = classes
-        self.items = [(name, index[c]) for c, name in entries]
+        self.items = [(name, index.get(c, -1)) for c, name in entries]
+
+    def _list_all(self) -> list[str]:
+        """Every image under root (or in its .zip), at any depth, sorted: unlabelled data."""
+        if self.root.is_file() and self.root.suffix == ".zip":
+            try:
+                members = zipfile.ZipFile(self.root).namelist()
+            except (OSError, zipfile.BadZipFile) as e:
+                raise DataError(f"cannot read {self.root} ({e}); is it a complete .zip file?") from None
+            self.zip_path = self.root
+            return sorted(m for m in members if m.lower().endswith(IMAGE_EXTS))
+        if not self.root.is_dir():
+            return []
+        return sorted(str(f) for f in self.root.rglob("*") if f.suffix.lower() in IMAGE_EXTS and f.is_file())
 
     @staticmethod
     def _find_zip(root: Path, split: str) -> Path | None:
@@ -107,12 +125,16 @@ class ImageSource:
                 members = zipfile.ZipFile(self.zip_path).namelist()
             except (OSError, zipfile.BadZipFile) as e:
                 raise DataError(f"cannot read {self.zip_path} ({e}); is it a complete .zip file?") from None
+            splits = {n for ns in SPLIT_NAMES.values() for n in ns}
             for m in members:
                 parts = m.split("/")
+                if not m.lower().endswith(IMAGE_EXTS):
+                    continue
                 # accept split/class/img and class/img (a zip named after the split)
                 if len(parts) >= 3 and parts[-3] in names or len(parts) == 2:
-                    if m.lower().endswith(IMAGE_EXTS):
-                        out.append((parts[-2], m))
+                    out.append((parts[-2], m))
+                elif not (len(parts) >= 3 and parts[-3] in splits):
+                    return []  # an image outside the class layout: the zip is a plain (unlabelled) collection
         else:
             for name in names:
                 d = self.root / name
@@ -380,6 +402,16 @@ def ensure_downloaded(dataset: str, data_dir: str | Path) -> None:
     if dataset in ("cifar10", "cifar100", "stl10"):
         if not (Path(data_dir) / _torchvision_class(dataset).base_folder).is_dir():
             _torchvision(dataset, Path(data_dir), "test")
+
+
+def is_labelled(dataset: str, data_dir: str | Path) -> bool:
+    """Whether the training images have classes (a folder of images without train/<class>/ has none)."""
+    if dataset != "folder":
+        return True
+    try:
+        return ImageSource(Path(data_dir), "train").labelled
+    except DataError:
+        return False
 
 
 def has_test_split(dataset: str, data_dir: str | Path) -> bool:

@@ -21,7 +21,7 @@ from torch import nn
 from . import dist, layout
 from .checkpoint import epoch_checkpoints, load_checkpoint, save_checkpoint
 from .config import PretrainConfig
-from .data import DataError, has_test_split
+from .data import DataError, has_test_split, is_labelled
 from .knn import knn_accuracy
 from .lars import LARS
 from .loss import NTXentLoss
@@ -195,9 +195,12 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, argv: list[str] 
         n = len(pipe.images) if hasattr(pipe, "images") else len(pipe.dataset)
         raise DataError(f"--batch-size {cfg.batch_size} is larger than the {n} training images; lower it or add images")
     knn_data = None
-    if cfg.knn_every and not has_test_split(cfg.dataset, cfg.data_dir):
-        raise DataError(f"the kNN monitor (--knn-every {cfg.knn_every}) needs a labelled test split: add "
-                        f"test/<class>/<image> (or test.zip) to {cfg.data_dir}, or pass --knn-every 0")
+    if cfg.knn_every and not (is_labelled(cfg.dataset, cfg.data_dir) and has_test_split(cfg.dataset, cfg.data_dir)):
+        # unlabelled images pretrain; the monitor needs train/<class>/ and test/<class>/ (said once)
+        print(f"kNN monitor off: {cfg.data_dir} has no labelled train/<class>/ and test/<class>/ images "
+              f"(pretraining needs no labels; evaluate on labelled data with `simclr linear-eval --data-dir ...`)",
+              flush=True)
+        cfg = cfg.replace(knn_every=0)
     if cfg.knn_every:
         knn_data = (labelled_split(cfg, "train", KNN_BANK_IMAGES, cfg.seed),
                     labelled_split(cfg, "test", KNN_QUERY_IMAGES, cfg.seed))
