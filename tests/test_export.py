@@ -142,6 +142,17 @@ def test_embed_writes_what_torchvision_and_load_encoder_compute(runs, tmp_path):
     x = torch.stack([transform(Image.open(data / p).convert("RGB")) for p in got["paths"]])
     with torch.no_grad():
         assert cosine(net.eval()(x), torch.from_numpy(got["features"])).min() >= 0.9999
+    # and the torch.export program, in a process that never imports this package
+    program = tmp_path / "enc.pt2"
+    assert main(["export", "--run-dir", str(runs / "w64"), "--format", "torch-export", "--out", str(program)]) == 0
+    torch.save(x, tmp_path / "x.pt")
+    script = (f"import sys, torch; m = torch.export.load({str(program)!r}).module(); "
+              f"torch.save(m(torch.load({str(tmp_path / 'x.pt')!r})), {str(tmp_path / 'y.pt')!r}); "
+              f"assert 'core' not in sys.modules")
+    res = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert cosine(torch.load(tmp_path / "y.pt"), torch.from_numpy(got["features"])).min() >= 0.9999
 
 
 def test_embed_of_a_nested_unlabelled_folder_and_bad_input(runs, tmp_path, capsys):
