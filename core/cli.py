@@ -615,7 +615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sweep":
             args.pretrain_flags = shared
         return int(args.func(args) or 0)
-    except (UsageError, ConfigError, DataError, CheckpointError, QueueError, ValueError) as e:  # ExportError too
+    except (UsageError, ConfigError, DataError, CheckpointError, QueueError, ValueError) as e:  # ExportError is a ValueError
         print(f"simclr: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
