@@ -112,13 +112,11 @@ def export(run_dir: str | Path, out: str | Path, fmt: str, checkpoint: str = "la
         raise ExportError("torchvision's ResNets have no projection head: leave out --with-head, or use safetensors")
     encoder, cfg, ckpt = _load(run_dir, checkpoint, ema)
     net: nn.Module = encoder
-    if with_head:
-        from .checkpoint import load_checkpoint
+    if with_head:  # the head's trained weights are in the checkpoint already read
         from .models import build_model, clean_state_dict
         model = build_model(cfg.backbone, cfg.width, cfg.image_size, cfg.projection_dim)
-        model.load_state_dict(clean_state_dict(load_checkpoint(checkpoint_path(run_dir, checkpoint))["model"]))
-        model.encoder.load_state_dict(encoder.state_dict())
-        net = nn.Sequential(model.encoder, model.projector).eval()
+        model.load_state_dict(clean_state_dict(ckpt["model"]))
+        net = nn.Sequential(encoder, model.projector).eval()
     with torch.no_grad():
         feature_dim = int(net(torch.zeros(1, 3, cfg.image_size, cfg.image_size)).shape[1])
     meta = describe(run_dir, checkpoint, cfg, ckpt, ckpt.get("ema") is not None and ema is not False, fmt,
