@@ -133,7 +133,6 @@ class Entry:
 
     run: str          # the run directory's name
     path: Path
-    kind: str         # "pretrain" or the evaluation command
     order: float
     sweep: str | None = None
     then_index: int | None = None  # the job's place in queue.json's "then"
@@ -177,7 +176,7 @@ def queued(runs_dir: str | Path) -> list[Entry]:
         q = read_queue_file(run.path)
         if q is not None and run.state == "queued" and not q.get("launch"):
             sweep = read_sweep(run.path)
-            entries.append(Entry(run.name, run.path, "pretrain", _order(q), sweep["sweep"] if sweep else None))
+            entries.append(Entry(run.name, run.path, _order(q), sweep["sweep"] if sweep else None))
     return sorted(entries, key=lambda e: (e.order, e.run))
 
 
@@ -193,7 +192,7 @@ def pending_jobs(runs_dir: str | Path) -> list[tuple[Entry, str]]:
         q = read_queue_file(run.path)
         for i, then in enumerate((q or {}).get("then", [])):
             if isinstance(then, dict) and then.get("state") == "pending" and _valid_then(then.get("argv")):
-                out.append((Entry(run.name, run.path, then["argv"][0], _order(q), None, i, list(then["argv"])),
+                out.append((Entry(run.name, run.path, _order(q), None, i, list(then["argv"])),
                             run.state))
     return sorted(out, key=lambda es: (es[0].order, es[0].run, es[0].then_index))
 
@@ -425,7 +424,8 @@ class Worker:
             st = run.status or {}
             if run.state in LIVE_STATES and st.get("host") == self.host and isinstance(st.get("pid"), int):
                 pids.add(st["pid"])
-        for run in iter_runs(self.runs_dir):
+            if run.path.parent != self.runs_dir:  # a job (NAME/eval/JOB): its records are in NAME's queue.json
+                continue
             q = read_queue_file(run.path) or {}
             for launch in [q.get("launch")] + [t for t in q.get("then", []) if isinstance(t, dict)]:
                 if isinstance(launch, dict) and launch.get("host") == self.host and _alive(launch):
