@@ -11,14 +11,13 @@ so both are run with `--no-start`; the sweep command shown to copy leaves that o
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import core
 from core.config import ConfigError, dash
+from core.queue import child_env
 from core.rundir import check_run_name
 from core.sweep import UNSWEPT, Member, expand, parse_grid, parse_seeds
 
@@ -164,12 +163,9 @@ def one_line_error(stderr: str, stdout: str = "") -> str:
 
 def run_cli(runner: list[str], args: list[str], timeout: float = 120.0) -> CliResult:
     """Run a short `simclr` command (no training) and wait for it; call from a thread."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    root = str(Path(core.__file__).resolve().parent.parent)  # the same core as this TUI
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     try:
         proc = subprocess.run([*runner, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout, env=env, start_new_session=True, check=False)
+                              timeout=timeout, env=child_env(), start_new_session=True, check=False)
     except OSError as e:
         return CliResult(-1, "", f"cannot start {runner[0]}: {e.strerror or e}")
     except subprocess.TimeoutExpired:

@@ -14,12 +14,11 @@ import shlex
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import core
+from core.queue import child_env, default_runner
 from core.rundir import LIVE_STATES, effective_state, is_unstarted, read_json, resolve_run_dir
 from core.rundir import eval_job_name as rundir_eval_job_name
 
@@ -48,10 +47,6 @@ class Exited:
     key: str
     returncode: int
     log: Path
-
-
-def default_runner() -> list[str]:
-    return [sys.executable, "-m", "core"]
 
 
 def eval_job_name(kind: str, checkpoint: str, label_fraction: float | None = None) -> str:
@@ -100,10 +95,7 @@ class Launcher:
     # .................................................................. starting
     def _spawn(self, key: str, args: list[str], log: Path) -> Launched:
         argv = self.runner + args
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        # `python -m core` must import the same core package this TUI uses, from anywhere
-        root = str(Path(core.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        env = child_env()  # `python -m core` imports the same core package this TUI uses, from anywhere
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
             out.write(f"\n$ {display_command(args)}\n".encode())
