@@ -28,7 +28,7 @@ from torch import nn
 from .checkpoint import checkpoint_path
 from .config import PretrainConfig
 from .errors import CheckpointError
-from .rundir import atomic_write_text, read_json
+from .rundir import atomic_write_text, check_checkpoint_name, read_json
 
 FORMATS = ("torchvision", "safetensors", "torch-export")
 
@@ -63,7 +63,7 @@ def _load(run_dir: Path, checkpoint: str, ema: bool | None, device: str | torch.
     from .trainer import load_encoder as load_trained
 
     cfg = run_config(run_dir)
-    path = checkpoint_path(run_dir, checkpoint)
+    path = checkpoint_path(run_dir, check_checkpoint_name(checkpoint))
     if not path.is_file():
         saved = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.pt"))
         raise CheckpointError(f"{path} does not exist; checkpoints of this run: {', '.join(saved) or 'none yet'}")

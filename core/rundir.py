@@ -31,6 +31,7 @@ STALE_AFTER = 120.0
 
 #: letters, digits and ``. _ - = ,`` (a sweep's runs are named ``NAME-temperature=0.2,seed=1``)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,-]{0,99}$")
+_CHECKPOINT_RE = re.compile(r"(last|epoch_\d{4,})")
 #: folders of the runs directory that are not runs (the queue's own, `.queue`, cannot be a name anyway)
 RESERVED_NAMES = ("exports",)
 #: files a run directory may hold before its runner starts: the TUI's log, and what the queue
@@ -373,6 +374,13 @@ def write_notes(run_dir: str | Path, note: str | None = None, tags: list[str] | 
     atomic_write_json(Path(run_dir) / "notes.json",
                       {"note": old_note if note is None else note.strip(),
                        "tags": old_tags if tags is None else clean_tags(tags)})
+
+
+def check_checkpoint_name(name: str) -> str:
+    """``last`` or ``epoch_NNNN``: a file in the run's checkpoints/, never a path elsewhere."""
+    if not _CHECKPOINT_RE.fullmatch(name):
+        raise ValueError(f"--checkpoint must be last or epoch_NNNN (got {name!r})")
+    return name
 
 
 def check_run_name(name: str) -> str:

@@ -96,6 +96,8 @@ def test_the_torch_export_program_runs_in_a_process_without_this_package(runs, t
     (["--run-dir", "{runs}/w64", "--format", "safetensors", "--out", "{tmp}/no/such/enc.st"], "does not exist; create it"),
     (["--run-dir", "{tmp}", "--format", "safetensors"], "is not a run directory"),
     (["--run-dir", "{runs}/w64", "--format", "onnx"], "invalid choice: 'onnx'"),
+    (["--run-dir", "{runs}/w64", "--format", "safetensors", "--checkpoint", "../../w8/checkpoints/last"],
+     "--checkpoint must be last or epoch_NNNN"),
     (["--run-dir", "{runs}/w8", "--format", "safetensors", "--ema"], "kept no EMA encoder"),
 ])
 def test_bad_exports_are_one_line_and_write_nothing(runs, tmp_path, capsys, argv, message):

@@ -9,7 +9,6 @@ the job ``failed`` in its status.json and exits 1; a stop (SIGTERM/SIGINT) exits
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +16,12 @@ from typing import Any
 
 from ..clitools import UsageError
 from ..config import BACKBONES, DATASETS, PretrainConfig, dash
-from ..rundir import check_run_name, eval_dataset_tag, eval_job_name, read_json
+from ..rundir import check_checkpoint_name, check_run_name, eval_dataset_tag, eval_job_name, read_json
 from .baselines import BASELINES, baseline_of
 from .settings import L2_GRID, PROTOCOLS, LinearSettings
 
 #: chosen by measurement (docs/EVALUATION.md): higher test accuracy in less time than the seed's Adam
 DEFAULT_PROTOCOL = "lbfgs"
-_CHECKPOINT_RE = re.compile(r"^(last|epoch_\d{4,})$")
 
 
 def _usage(msg: str) -> Exception:
@@ -179,8 +177,10 @@ def resolve_target(args: argparse.Namespace, kind: str, label_fraction: float | 
     run_dir = Path(args.run_dir)
     own = run_config(run_dir)
     baseline = baseline_of(run_dir)
-    if not _CHECKPOINT_RE.match(args.checkpoint):
-        raise _usage(f"--checkpoint must be last or epoch_NNNN (got {args.checkpoint!r})")
+    try:
+        check_checkpoint_name(args.checkpoint)
+    except ValueError as e:
+        raise _usage(str(e)) from None
     if baseline == "raw-pixels":
         if args.checkpoint != "last":
             raise _usage(f"{run_dir} is the raw-pixels baseline: it has no checkpoints, use --checkpoint last")
