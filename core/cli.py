@@ -30,6 +30,7 @@ from .config import (
     preset,
 )
 from .evaluation.cli import add_commands as add_eval_commands
+from .launch import add_launcher_flags, slurm_options, with_slurm_states
 
 RUNTIME_ONLY = ("device", "workers")  # may change on --resume: they do not change the maths
 
@@ -76,41 +77,31 @@ def given_flags(args: argparse.Namespace) -> list[str]:
 
 # ---------------------------------------------------------------------- commands
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    opts = slurm_options(args)
+    if opts is not None:  # before torch is imported: a login node submits in a fraction of a second
+        return submit_pretrain_job(args, opts)
     from . import dist, rundir
 
     timeout = dist.timeout_from_env()  # checked before anything is written
     if (args.then or args.no_start) and not args.queue:
         if args.no_start:
             raise UsageError("--no-start only means something with --queue")
-        raise UsageError("--then runs jobs after a queued run: add --queue (or use `simclr sweep`)")
+        raise UsageError("--then runs jobs after a queued run: add --queue, or --launcher slurm (or use `simclr sweep`)")
     if args.queue:
         if args.resume:
             raise UsageError("--queue starts a new run later; resume a run now with --resume (no --queue)")
         return queue_one(args)
+    writer = os.environ.get("RANK", "0") == "0"  # other ranks never write the run directory, nor check it
     if args.resume:
-        run_dir = Path(args.resume)
-        if args.run_dir and Path(args.run_dir).resolve() != run_dir.resolve():
-            raise UsageError("give the run to resume once: --resume runs/NAME (no --run-dir)")
-        saved = rundir.read_json(run_dir / "config.json")
-        if saved is None:
-            raise ConfigError(f"{run_dir} has no readable config.json; is it a run directory made by `simclr pretrain`?")
-        extra = [n for n in given_flags(args) if n not in RUNTIME_ONLY]
-        if extra or args.config or args.preset:
-            raise UsageError(f"--resume continues the saved config; only --device/--workers may change "
-                             f"(got --{dash(extra[0]) if extra else 'config/--preset'})")
-        cfg = PretrainConfig.from_dict(saved)
-        cfg = cfg.replace(**{n: getattr(args, n) for n in given_flags(args)} if given_flags(args) else {})
-        cfg = PretrainConfig.from_dict(cfg.to_dict()).validate()
-        check_free(run_dir, resume=True)
-        if not (run_dir / "checkpoints" / "last.pt").exists():
-            raise ConfigError(f"{run_dir}/checkpoints/last.pt does not exist: nothing to resume; start a new run")
+        run_dir, cfg = resume_target(args, check=writer)
         made = False
     else:
         cfg = resolve_config(args)
         if args.run_dir:
             run_dir = Path(args.run_dir)
             rundir.check_run_name(run_dir.name)
-            check_free(run_dir, resume=False)
+            if writer:
+                check_free(run_dir, resume=False)
             made = not run_dir.exists()
         elif os.environ.get("RANK", "0") == "0":  # only the rank that writes claims a directory
             run_dir, made = rundir.claim_run_dir(args.runs_dir, cfg.dataset, cfg.backbone), True
@@ -118,6 +109,81 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
             run_dir = Path(args.runs_dir) / rundir.generate_run_name(args.runs_dir, cfg.dataset, cfg.backbone)
             made = False
     return _run_pretrain(cfg, run_dir, args.resume is not None, made, timeout)
+
+
+def resume_target(args: argparse.Namespace, check: bool = True) -> tuple[Path, PretrainConfig]:
+    """The run --resume continues and its saved config (only --device/--workers may change)."""
+    from . import rundir
+
+    run_dir = Path(args.resume)
+    if args.run_dir and Path(args.run_dir).resolve() != run_dir.resolve():
+        raise UsageError("give the run to resume once: --resume runs/NAME (no --run-dir)")
+    saved = rundir.read_json(run_dir / "config.json")
+    if saved is None:
+        raise ConfigError(f"{run_dir} has no readable config.json; is it a run directory made by `simclr pretrain`?")
+    extra = [n for n in given_flags(args) if n not in RUNTIME_ONLY]
+    if extra or args.config or args.preset:
+        raise UsageError(f"--resume continues the saved config; only --device/--workers may change "
+                         f"(got --{dash(extra[0]) if extra else 'config/--preset'})")
+    cfg = PretrainConfig.from_dict(saved)
+    cfg = cfg.replace(**{n: getattr(args, n) for n in given_flags(args)} if given_flags(args) else {})
+    cfg = PretrainConfig.from_dict(cfg.to_dict()).validate()
+    if check:
+        check_free(run_dir, resume=True)
+    if not (run_dir / "checkpoints" / "last.pt").exists():
+        raise ConfigError(f"{run_dir}/checkpoints/last.pt does not exist: nothing to resume; start a new run")
+    return run_dir, cfg
+
+
+def submit_pretrain_job(args: argparse.Namespace, opts) -> int:
+    """`simclr pretrain ... --launcher slurm`: submit the run (or --resume) and return at once."""
+    from . import rundir
+    from .launch import submit_pretrain
+    from .slurm import available
+
+    if args.queue or args.no_start:
+        raise UsageError("--queue is the local queue; with --launcher slurm, Slurm queues the run (drop --queue)")
+    why = available()
+    if why:
+        raise UsageError(why)
+    then = [parse_then(t) for t in args.then]
+    if args.resume:
+        if then:
+            raise UsageError("--then with --resume: submit the evaluations once the run finishes")
+        run_dir, cfg = resume_target(args)
+        if any(n in RUNTIME_ONLY for n in given_flags(args)):  # a new --device/--workers: the job reads the file
+            rundir.atomic_write_json(run_dir / "config.json", cfg.to_dict())
+        job = submit_pretrain(run_dir, cfg, opts, resume=True)
+    else:
+        cfg = resolve_config(args)
+        if args.run_dir:
+            run_dir = Path(args.run_dir)
+            rundir.check_run_name(run_dir.name)
+            check_free(run_dir, resume=False)
+        else:
+            run_dir = rundir.claim_run_dir(args.runs_dir, cfg.dataset, cfg.backbone)
+        job = submit_pretrain(run_dir, cfg, opts)
+    print(f"submitted Slurm job {job}: {run_dir} ({'resumes from last.pt' if args.resume else 'queued'})")
+    for argv in then:
+        print(f"  then {submit_then(run_dir, argv, opts, job)[1]}")
+    print(f"follow it with `simclr runs` or simclr-tui; stop it with `simclr stop --run-dir {run_dir}`")
+    return 0
+
+
+def submit_then(run_dir: Path, argv: list[str], opts, after: str) -> tuple[str, str]:
+    """A --then evaluation of a Slurm run: its own job, started by Slurm once the run's job
+    ends well (``afterok``: never after a stopped or failed run)."""
+    from .launch import submit_eval
+    from .queue import _options, job_name
+
+    job, kind = job_name(argv, run_dir), argv[0]  # the status kind an evaluation job writes is its command
+    checkpoint = _options(argv[1:]).get("--checkpoint", "last")
+    # one process, no GPUs asked beyond one: an evaluation is one process
+    eval_opts = opts.__class__(**{**opts.to_dict(), "extra": tuple(opts.extra), "nodes": 1, "procs_per_node": 1,
+                                  "gpus_per_node": min(1, opts.gpus_per_node)})
+    job_id = submit_eval(run_dir, job, kind, checkpoint, [argv[0], "--run-dir", str(run_dir.absolute()), *argv[1:]],
+                         eval_opts, dependency=f"afterok:{after}")
+    return job_id, f"{job} as Slurm job {job_id} (after job {after} finishes)"
 
 
 def queue_one(args: argparse.Namespace) -> int:
@@ -191,6 +257,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     then = [parse_then(t) for t in args.then]
     if args.slots is not None and args.slots < 1:
         raise UsageError(f"--slots must be at least 1 (got {args.slots})")
+    opts = slurm_options(args)
+    if opts is not None:
+        from .slurm import available
+        if args.slots is not None or args.no_start:
+            raise UsageError(f"--{'slots' if args.slots is not None else 'no-start'} is for the local queue's worker; "
+                             f"with --launcher slurm, Slurm schedules the runs")
+        if available():
+            raise UsageError(available())
     members = sweep.expand(args.name, base, grid, seeds)
     typed_grid = {k: list(dict.fromkeys(m.swept[k] for m in members)) for k in grid}
     root = Path(args.runs_dir)
@@ -205,19 +279,36 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             raise UsageError(f"sweep {args.name}: {root / taken[0]} already exists"
                              f"{f' (and {len(taken) - 1} more)' if len(taken) > 1 else ''}; choose another "
                              f"sweep name, or `simclr queue cancel {args.name}` to drop its queued runs")
-        made = []
+        made, jobs = [], []
         try:
             for m in members:
                 rundir.check_run_name(m.name)
                 made.append(root / m.name)
-                queue.enqueue(root, root / m.name, m.config, then,
-                              m.sweep_record(args.name, len(members), typed_grid, seeds))
+                record = m.sweep_record(args.name, len(members), typed_grid, seeds)
+                if opts is None:
+                    queue.enqueue(root, root / m.name, m.config, then, record)
+                    continue
+                from .launch import submit_pretrain
+                run_job = submit_pretrain(root / m.name, m.config, opts, sweep=record)
+                jobs.append(run_job)
+                jobs += [submit_then(root / m.name, argv, opts, run_job)[0] for argv in then]
         except BaseException:  # all or nothing: a sweep half made is not a sweep
             import shutil
+            for job in jobs:
+                from .slurm import SlurmError, cancel_job
+                with contextlib.suppress(SlurmError):
+                    cancel_job(job)
             for path in made:
                 shutil.rmtree(path, ignore_errors=True)
             raise
         where = queue.positions(root)
+    if opts is not None:
+        print(f"sweep {args.name}: {len(members)} run{'s' * (len(members) > 1)} submitted to Slurm from {root}"
+              + (f", each followed by {', '.join(t[0] for t in then)}" if then else ""))
+        for m in members:
+            print(f"  {m.name}  (Slurm job {(rundir.read_json(root / m.name / 'status.json') or {}).get('slurm_job_id')})")
+        print(f"follow them with `simclr runs --runs-dir {root}` or simclr-tui")
+        return 0
     first, last = where[members[0].name], where[members[-1].name]
     place = f"position {first}" if first == last else f"positions {first}-{last}"
     print(f"sweep {args.name}: {len(members)} run{'s' * (len(members) > 1)} queued in {root} ({place})"
@@ -342,9 +433,18 @@ def check_free(run_dir: Path, resume: bool) -> None:
     from . import rundir
 
     if resume:
-        status = rundir.read_json(run_dir / "status.json")
-        if rundir.effective_state(status) in rundir.LIVE_STATES:
-            raise UsageError(f"{run_dir} is still running (pid {status.get('pid')}); stop it before resuming")
+        from .launch import current_state
+
+        state, _, status = current_state(run_dir)  # a Slurm run: Slurm's word, not a pid
+        if status.get("launcher") == "slurm" and status.get("slurm_job_id") == os.environ.get("SLURM_JOB_ID"):
+            return  # this job's own earlier start, ended by a requeue (the run's lock guards the rest)
+        if state in rundir.LIVE_STATES:
+            raise UsageError(f"{run_dir} is still running (pid {status.get('pid')}"
+                             + (f", Slurm job {status['slurm_job_id']}" if status.get("launcher") == "slurm" else "")
+                             + f"); stop it before resuming (`simclr stop --run-dir {run_dir}`)")
+        if state == "queued" and status.get("launcher") == "slurm":
+            raise UsageError(f"{run_dir} waits in Slurm (job {status.get('slurm_job_id')}) and resumes when it "
+                             f"starts; `simclr stop --run-dir {run_dir}` cancels it")
     elif not rundir.is_unstarted(run_dir):
         raise UsageError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --run-dir")
 
@@ -376,6 +476,19 @@ def _run_pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, made: bool, 
         dist.cleanup()
 
 
+def cmd_stop(args: argparse.Namespace) -> int:
+    """`simclr stop --run-dir R [--kill] [--wait S]`, for either launcher."""
+    from .launch import stop, wait_until_stopped
+
+    run_dir = Path(args.run_dir)
+    print(stop(run_dir, kill=args.kill))
+    if args.wait is not None:
+        state = wait_until_stopped(run_dir, args.wait)
+        print(f"{run_dir.name} is {state}")
+        return 0 if state not in ("running", "starting", "queued") else 1
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -404,6 +517,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
     runs = list(iter_runs(args.runs_dir, jobs=True))
+    slurm = with_slurm_states(runs)
     places = positions(args.runs_dir) if any(r.state == "queued" for r in runs) else {}
     records = []
     for run in runs:
@@ -430,7 +544,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             "position": places.get(run.name) if parent is None and run.state == "queued" else None,
             "config": run.config,
             **{k: number(st.get(k)) for k in ("epoch", "total_epochs", "step", "total_steps")},
-            "last": last, "results": results, "note": note, "tags": tags,
+            "last": last, "results": results, "note": note, "tags": tags, "slurm": slurm.get(run.path),
             "parent": parent.name if parent else None, "path": str(run.path)})
     if args.format == "json":
         print(json.dumps(records, indent=2))
@@ -459,6 +573,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         top1 = rec["results"] if is_job else max(rec["results"].values(), default=None)
         if rec["position"] is not None:
             epoch = f"#{rec['position']}"  # its place in the queue
+        elif rec["slurm"] and run.state == "queued":
+            epoch = f"job {rec['slurm']['job_id']}"  # waiting in Slurm
         elif kind == "pretrain":
             epoch = "/".join("" if rec[k] is None else str(rec[k]) for k in ("epoch", "total_epochs"))
         else:
@@ -504,6 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --queue: an evaluation to queue after the run finishes: linear-eval, knn, or "
                         "'finetune --label-fraction 0.1' (quoted, with flags); repeatable")
     p.add_argument("--no-start", action="store_true", help="with --queue: only queue; start with `simclr queue work`")
+    add_launcher_flags(p)
     add_config_flags(p)
     p.set_defaults(func=cmd_pretrain)
 
@@ -527,6 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slots", type=int, help="runs at once (default: one per visible GPU, 1 on CPU); remembered "
                                              "for the runs directory")
     p.add_argument("--no-start", action="store_true", help="only queue; start with `simclr queue work`")
+    add_launcher_flags(p)
     # the flags after `--` are split off in main(): argparse cannot put them after a positional
     p.set_defaults(func=cmd_sweep, pretrain_flags=[])
 
@@ -589,6 +707,16 @@ def build_parser() -> argparse.ArgumentParser:
     for q in (qsub.choices.values()):
         q.add_argument("--runs-dir", default=argparse.SUPPRESS, help="the runs directory (default: runs)")
 
+    p = sub.add_parser("stop", help="stop a run or evaluation job, local or Slurm: it checkpoints and stops",
+                       description="Local: SIGTERM to the run's process group. Slurm: SIGTERM to the job, which the "
+                                   "job forwards to the runner (it checkpoints and stops; a stop is never requeued); "
+                                   "a job still waiting is cancelled. The TUI's x does the same.")
+    p.add_argument("--run-dir", required=True, help="the run (runs/NAME) or evaluation job (runs/NAME/eval/JOB)")
+    p.add_argument("--kill", action="store_true",
+                   help="end it now: SIGKILL (local) or scancel (Slurm); it reads as crashed and resumes from last.pt")
+    p.add_argument("--wait", type=float, metavar="SECONDS", help="wait up to SECONDS for it to end, and say how")
+    p.set_defaults(func=cmd_stop)
+
     p = sub.add_parser("presets", help="list the presets and their settings")
     p.set_defaults(func=cmd_presets)
 
@@ -605,8 +733,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import CheckpointError, DataError
     from .queue import QueueError
 
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["slurm-job"] and len(argv) == 2:  # what a Slurm job runs (core.slurm writes the script)
+        from .slurm_job import main as slurm_job
+        return slurm_job(argv[1])
+    parser = build_parser()
     shared: list[str] = []
     if argv[:1] == ["sweep"] and "--" in argv:  # simclr sweep ... -- PRETRAIN_FLAGS
         argv, shared = argv[:argv.index("--")], argv[argv.index("--") + 1:]
@@ -614,6 +745,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command == "sweep":
             args.pretrain_flags = shared
+        args.argv = argv  # what a Slurm job of this command runs (core.launch.strip_launcher_flags)
         return int(args.func(args) or 0)
     except (UsageError, ConfigError, DataError, CheckpointError, QueueError, ValueError) as e:  # ExportError is a ValueError
         print(f"simclr: error: {e}", file=sys.stderr)

@@ -30,13 +30,19 @@ class tee_to:
         self.file = None
 
     def __enter__(self):
-        if not self.enabled or _same_file(sys.stdout, self.path):
+        if not self.enabled or _same_file(sys.stdout, self.path) or self._slurm_forwards():
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(self.path, "a", buffering=1)
         self.saved = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = _Tee(sys.stdout, self.file), _Tee(sys.stderr, self.file)
         return self
+
+    def _slurm_forwards(self) -> bool:
+        """srun's tasks write to a pipe that Slurm copies into the job's output: the run's own
+        stdout.log when core.slurm_job started them (it says so in SIMCLR_SLURM_OUTPUT)."""
+        out = os.environ.get("SIMCLR_SLURM_OUTPUT")
+        return bool(out) and os.path.exists(out) and os.path.samefile(out, self.path)
 
     def __exit__(self, *exc):
         if self.file is not None:

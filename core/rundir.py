@@ -36,7 +36,7 @@ _CHECKPOINT_RE = re.compile(r"(last|epoch_\d{4,})")
 RESERVED_NAMES = ("exports",)
 #: files a run directory may hold before its runner starts: the TUI's log, and what the queue
 #: (core.queue) and the user (notes) put there; config.json and status.json only while queued
-PRE_START_FILES = frozenset({"stdout.log", "notes.json", "queue.json", "sweep.json"})
+PRE_START_FILES = frozenset({"stdout.log", "notes.json", "queue.json", "sweep.json", "slurm.json", "slurm.sh"})
 
 
 # ---------------------------------------------------------------------- files
@@ -111,15 +111,17 @@ def effective_state(status: dict[str, Any] | None, now: float | None = None) -> 
     """The state a reader should show: the written one, or ``crashed`` when the writer is gone.
 
     A live state whose process is dead (pid gone, or reused by another process with a
-    different start time) is ``crashed``; so is one written on another host whose heartbeat
-    is older than STALE_AFTER. A missing or unreadable status is ``damaged``.
+    different start time) is ``crashed``; so is one written on another host, or by a Slurm
+    job, whose heartbeat is older than STALE_AFTER. A missing or unreadable status is ``damaged``.
     """
     if not status or status.get("state") not in STATES:
         return "damaged"
     state = status["state"]
     if state not in LIVE_STATES:
         return state
-    if status.get("host") == socket.gethostname():
+    if status.get("host") == socket.gethostname() and status.get("launcher") != "slurm":
+        # a Slurm job's pid says nothing here (another host, or a job Slurm may requeue): the
+        # heartbeat, and Slurm's own word (core.slurm.reconcile), decide
         alive = process_alive(status.get("pid"), status.get("start_time"))
         if alive is False:
             return "crashed"
@@ -134,6 +136,19 @@ def effective_state(status: dict[str, Any] | None, now: float | None = None) -> 
     return state
 
 
+def slurm_fields() -> dict[str, Any]:
+    """The Slurm job this process runs in (its status says so, and readers ask Slurm about it)."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return {}
+    try:
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    except ValueError:
+        restarts = 0
+    return {"slurm_job_id": job, "slurm_restarts": restarts,
+            "launcher": os.environ.get("SIMCLR_LAUNCHER", "local")}
+
+
 class StatusFile:
     """status.json, rewritten atomically on every change and at least every 10 s."""
 
@@ -144,7 +159,7 @@ class StatusFile:
             "kind": kind, "state": "starting", "pid": pid, "pgid": os.getpgid(pid),
             "start_time": process_start_time(pid), "host": socket.gethostname(),
             "created": time.time(), "heartbeat": time.time(), "epoch": 0, "step": 0,
-            "total_steps": None, "error": None,
+            "total_steps": None, "error": None, **slurm_fields(),
         }
         self.data.update(fields)
         self._last_write = 0.0
@@ -329,7 +344,8 @@ def eval_dataset_tag(own_dataset: str, own_data_dir: str, dataset: str | None, d
 
 def is_unstarted(run_dir: str | Path) -> bool:
     """True if a new run may start in this directory: it does not exist, holds only
-    :data:`PRE_START_FILES`, or is a queued run (status ``queued``, plus its config.json)."""
+    :data:`PRE_START_FILES`, or is a queued run (status ``queued``, plus its config.json and
+    the eval/ folder of evaluation jobs queued to follow it)."""
     path = Path(run_dir)
     try:
         names = set(os.listdir(path))
@@ -338,7 +354,8 @@ def is_unstarted(run_dir: str | Path) -> bool:
     if names <= PRE_START_FILES:
         return True
     status = read_json(path / "status.json")
-    return (status or {}).get("state") == "queued" and names <= PRE_START_FILES | {"config.json", "status.json"}
+    # a queued run's eval/ holds only the evaluation jobs submitted to follow it (Slurm --then)
+    return (status or {}).get("state") == "queued" and names <= PRE_START_FILES | {"config.json", "status.json", "eval"}
 
 
 # ---------------------------------------------------------------------- sweeps, notes and tags

@@ -12,7 +12,9 @@ any call that releases the GIL (PyTorch's operators and autograd do):
   checkpoint is left to finish) nor ends a step, the watcher calls ``on_give_up`` (the
   runner records ``stopped`` at the last checkpoint's step, with a note), prints every
   thread's stack, and ends the process with exit code 128 + signal;
-* a second SIGINT/SIGTERM ends it the same way at once.
+* a second SIGINT/SIGTERM ends it the same way at once (one within DUPLICATE_S of the first
+  is the same stop delivered twice, as Slurm does when it signals both a job step and the
+  batch shell that forwards it, and is ignored).
 
 The grace period is ``SIMCLR_STOP_GRACE`` seconds (default 60; 20 under torchrun, which
 SIGKILLs its workers 30 s after forwarding a SIGTERM), or three times the slowest of the
@@ -35,7 +37,9 @@ from typing import Callable
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 DEFAULT_GRACE_S = 60.0
-TORCHRUN_GRACE_S = 20.0  # torchrun's own wait between forwarding SIGTERM and SIGKILL is 30 s
+TORCHRUN_GRACE_S = 20.0
+#: a second signal this soon after the first is the same stop delivered twice, not a person's second ask
+DUPLICATE_S = 0.5  # torchrun's own wait between forwarding SIGTERM and SIGKILL is 30 s
 
 
 def base_grace() -> float:
@@ -146,6 +150,8 @@ class StopGuard:
                     self._signal, self._signalled_at, self.requested = signum, time.monotonic(), True
                     say(f"simclr: {signal.Signals(signum).name}: stopping after this step "
                         f"(send it again to stop at once)")
+                elif time.monotonic() - self._signalled_at < DUPLICATE_S:
+                    continue  # one stop delivered twice (Slurm signals the job step and the batch shell forwards)
                 else:
                     self.give_up(f"stopped at once by a second {signal.Signals(signum).name}", signum)
 

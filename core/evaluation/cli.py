@@ -16,6 +16,7 @@ from typing import Any
 
 from ..clitools import UsageError
 from ..config import BACKBONES, DATASETS, PretrainConfig, dash
+from ..launch import add_launcher_flags, slurm_options
 from ..rundir import check_checkpoint_name, check_run_name, eval_dataset_tag, eval_job_name, read_json
 from .baselines import BASELINES, baseline_of
 from .settings import L2_GRID, PROTOCOLS, LinearSettings
@@ -70,6 +71,7 @@ def add_commands(sub) -> None:
                                    "(cached in the run's features/); writes eval/linear-<checkpoint>.json.")
     add_target_flags(p, other_data=True)
     add_linear_flags(p)
+    add_launcher_flags(p)
     p.set_defaults(func=cmd_linear_eval)
 
     p = sub.add_parser("knn", help="weighted kNN accuracy on frozen features",
@@ -78,6 +80,7 @@ def add_commands(sub) -> None:
     add_target_flags(p, other_data=True)
     p.add_argument("--k", type=int, default=200, help="neighbours (default: 200)")
     p.add_argument("--temperature", type=float, default=0.1, help="vote temperature T (default: 0.1)")
+    add_launcher_flags(p)
     p.set_defaults(func=cmd_knn)
 
     p = sub.add_parser("finetune", help="fine-tune encoder + linear head on a label subset",
@@ -94,6 +97,7 @@ def add_commands(sub) -> None:
     p.add_argument("--eval-every", type=int, help="score the test set every N epochs for the live curve "
                                                    "(default: about 10 times per run)")
     p.add_argument("--seed", type=int, default=0, help="seed of the label subset, order and augmentation (default: 0)")
+    add_launcher_flags(p)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("baseline", help="raw-pixel or random-encoder baseline run",
@@ -237,9 +241,30 @@ def feature_source(t: Target):
 
 
 # ---------------------------------------------------------------------- commands
+def submitted(args: argparse.Namespace, t: Target, job: str) -> bool:
+    """With --launcher slurm: the checked job goes to Slurm (``R/eval/<job>/`` queued) instead of running here."""
+    opts = slurm_options(args)
+    if opts is None:
+        return False
+    from ..launch import strip_launcher_flags, submit_eval
+    from ..slurm import available
+
+    if available():
+        raise _usage(available())
+    argv = strip_launcher_flags(list(args.argv))
+    # the job starts elsewhere: the run it evaluates, by its absolute path
+    argv = [a if a != args.run_dir else str(t.run_dir.absolute()) for a in argv]
+    job_id = submit_eval(t.run_dir, job, args.command, t.checkpoint, argv, opts)
+    print(f"submitted Slurm job {job_id}: {t.run_dir / 'eval' / job} (queued); follow it with `simclr runs` or "
+          f"simclr-tui; stop it with `simclr stop --run-dir {t.run_dir / 'eval' / job}`")
+    return True
+
+
 def cmd_linear_eval(args: argparse.Namespace) -> int:
     t = resolve_target(args, "linear")
     s = linear_settings(args)
+    if submitted(args, t, eval_job_name("linear", t.checkpoint, t.dataset_tag)):
+        return 0
     return _run_linear(t, s)
 
 
@@ -261,6 +286,8 @@ def cmd_knn(args: argparse.Namespace) -> int:
     if not args.temperature > 0:
         raise _usage(f"--temperature must be positive (got {args.temperature})")
     t = resolve_target(args, "knn")
+    if submitted(args, t, eval_job_name("knn", t.checkpoint, t.dataset_tag)):
+        return 0
     source = feature_source(t)
     job = EvalJob(t.run_dir, eval_job_name("knn", t.checkpoint, t.dataset_tag), "knn", t.checkpoint)
     return job.run(lambda j: knn_eval(j, source, args.k, args.temperature))
@@ -288,6 +315,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     s = FinetuneSettings(label_fraction=f, epochs=epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, seed=args.seed,
                          eval_every=args.eval_every or max(1, epochs // 10))
+    if submitted(args, t, eval_job_name("finetune", t.checkpoint, label_fraction=f)):
+        return 0
     source = feature_source(t)
     job = EvalJob(t.run_dir, eval_job_name("finetune", t.checkpoint, label_fraction=f), "finetune", t.checkpoint)
     return job.run(lambda j: finetune(j, source, s))

@@ -1,0 +1,245 @@
+"""Where a job runs: ``--launcher local|slurm`` and ``simclr stop`` for either.
+
+The command-line side of ``core.slurm``: the ``--slurm-*`` flags (generated from
+``SlurmOptions``, as pretrain's flags are from ``PretrainConfig``), submitting a pretraining
+run, a resume or an evaluation job, and stopping a run whichever launcher started it.
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from .clitools import UsageError
+from .rundir import LIVE_STATES, atomic_write_json, effective_state, read_json
+from .slurm import RECORD, SlurmError, SlurmOptions, cancel_job, job_id_of, query, reconcile, signal_job, submit
+
+LAUNCHERS = ("local", "slurm")
+
+
+# ---------------------------------------------------------------------- flags
+def slurm_flag(name: str) -> str:
+    return "--slurm-" + ("no-requeue" if name == "requeue" else name.replace("_", "-"))
+
+
+def add_launcher_flags(p: argparse.ArgumentParser) -> None:
+    """``--launcher`` and one ``--slurm-*`` flag per SlurmOptions field."""
+    p.add_argument("--launcher", choices=LAUNCHERS, default="local",
+                   help="local: run here now (default); slurm: submit with sbatch and return at once "
+                        "(the run directory must be on a filesystem the compute nodes share)")
+    defaults = SlurmOptions()
+    for f in fields(SlurmOptions):
+        help_text = f"with --launcher slurm: {f.metadata['help']}"
+        if f.name == "requeue":
+            p.add_argument(slurm_flag(f.name), dest="slurm_requeue", action="store_false", default=None,
+                           help="with --launcher slurm: never requeue the job (default: requeue after "
+                                "preemption or a time-limit stop, resuming from last.pt)")
+        elif f.name == "extra":
+            p.add_argument(slurm_flag(f.name), dest="slurm_extra", action="append", default=None,
+                           metavar="LINE", help=help_text)
+        else:
+            kind = int if f.name in ("nodes", "gpus_per_node", "procs_per_node", "cpus_per_task", "signal_lead") else str
+            p.add_argument(slurm_flag(f.name), dest=f"slurm_{f.name}", type=kind, default=None,
+                           metavar=kind.__name__.upper(), help=f"{help_text} (default: {getattr(defaults, f.name)})")
+
+
+def slurm_options(args: argparse.Namespace) -> SlurmOptions | None:
+    """The SlurmOptions the flags give with --launcher slurm; None for local (where a
+    --slurm-* flag is an error: it would be silently ignored)."""
+    given = {f.name: getattr(args, f"slurm_{f.name}") for f in fields(SlurmOptions)
+             if getattr(args, f"slurm_{f.name}", None) is not None}
+    if getattr(args, "launcher", "local") != "slurm":
+        if given:
+            raise UsageError(f"{slurm_flag(next(iter(given)))} needs --launcher slurm")
+        return None
+    if "extra" in given:
+        given["extra"] = tuple(given["extra"])
+    try:
+        return SlurmOptions(**given).validate()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def strip_launcher_flags(argv: list[str]) -> list[str]:
+    """A command's argv without --launcher and --slurm-* (what the job itself runs)."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        name = a.split("=", 1)[0]
+        if name == "--launcher" or name.startswith("--slurm-"):
+            takes_value = name != "--slurm-no-requeue" and "=" not in a
+            i += 2 if takes_value else 1
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+# ---------------------------------------------------------------------- submitting
+def _submit(job_dir: Path, opts: SlurmOptions, spec: dict[str, Any], status: dict[str, Any], name: str,
+            dependency: str | None = None) -> str:
+    try:
+        return submit(job_dir, opts, spec, status, name, dependency)
+    except SlurmError as e:
+        raise UsageError(str(e)) from None
+
+
+def submit_pretrain(run_dir: Path, cfg, opts: SlurmOptions, resume: bool = False,
+                    sweep: dict[str, Any] | None = None) -> str:
+    """A new run (or a resume of ``run_dir``) as a Slurm job; returns the job id. The run
+    directory is ``queued`` with the job id at once; a new run's config.json is written with
+    its data folder made absolute (the job starts elsewhere)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    status = (read_json(run_dir / "status.json") or {}) if resume else {}
+    if not resume:
+        cfg = cfg.replace(data_dir=str(Path(cfg.data_dir).expanduser().absolute()))
+        atomic_write_json(run_dir / "config.json", cfg.to_dict())
+        if sweep is not None:
+            atomic_write_json(run_dir / "sweep.json", sweep)
+        status = {"kind": "pretrain", "host": socket.gethostname(), "created": time.time(), "epoch": 0,
+                  "step": 0, "total_steps": None, "total_epochs": cfg.epochs}
+    try:
+        return _submit(run_dir, opts, {"kind": "pretrain"}, status, run_dir.name)
+    except UsageError:
+        if not resume:  # nothing was submitted: leave nothing behind
+            import shutil
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def submit_eval(run_dir: Path, job: str, kind: str, checkpoint: str, argv: list[str], opts: SlurmOptions,
+                dependency: str | None = None) -> str:
+    """An evaluation job (``argv``: ``linear-eval --run-dir R ...``) as a Slurm job writing
+    ``R/eval/<job>/``; ``dependency`` e.g. ``afterok:123`` (a sweep's --then jobs)."""
+    status = {"kind": kind, "parent": run_dir.name, "checkpoint": checkpoint, "host": socket.gethostname(),
+              "created": time.time(), "epoch": 0, "step": 0, "total_epochs": None, "phase": "queued"}
+    return _submit(run_dir / "eval" / job, opts, {"kind": "eval", "argv": argv}, status,
+                   f"{run_dir.name}:{job}", dependency)
+
+
+# ---------------------------------------------------------------------- state and stopping
+def slurm_job_of(status: dict[str, Any] | None) -> str | None:
+    """The Slurm job of a run our Slurm launcher submitted (None for local runs)."""
+    return job_id_of(status) if (status or {}).get("launcher") == "slurm" else None
+
+
+def current_state(job_dir: Path) -> tuple[str, str | None, dict[str, Any]]:
+    """The state of one run or job now, asking Slurm for Slurm jobs: (state, reason, status)."""
+    status = read_json(job_dir / "status.json") or {}
+    job = slurm_job_of(status)
+    if job is None:
+        return effective_state(status), None, status
+    try:
+        info = query([job]).get(job)
+    except SlurmError as e:
+        return effective_state(status), f"Slurm cannot be asked: {e}", status
+    state, why = reconcile(status, info)
+    return state, why, status
+
+
+def stop(job_dir: Path, kill: bool = False) -> str:
+    """Stop a run or evaluation job, whichever launcher started it; returns what was done.
+
+    Local: SIGTERM the process group (the runner checkpoints and says ``stopped``), SIGKILL
+    with ``kill``. Slurm: a running job's batch shell gets SIGTERM and forwards it to the
+    runner (``core.slurm_job``), which checkpoints; a waiting job is cancelled; ``kill``
+    cancels the job (Slurm kills it; the run reads as crashed and resumes from last.pt).
+    A stop is never requeued (``stop_requested`` in slurm.json).
+    """
+    status = read_json(job_dir / "status.json")
+    if status is None:
+        raise UsageError(f"{job_dir} has no readable status.json: is it a run directory (runs/NAME)?")
+    job = slurm_job_of(status)
+    if job is not None:
+        return _stop_slurm(job_dir, status, job, kill)
+    state = effective_state(status)
+    if state == "queued":
+        raise UsageError(f"{job_dir} is queued, not running: take it out of the queue with "
+                         f"`simclr queue cancel {job_dir.name} --runs-dir {job_dir.parent}`")
+    if state not in LIVE_STATES:
+        raise UsageError(f"{job_dir} is not running (it is {state}); nothing to stop")
+    if status.get("host") != socket.gethostname():
+        raise UsageError(f"{job_dir} runs on host {status.get('host')}: stop it there "
+                         f"(ssh {status.get('host')} simclr stop --run-dir {job_dir})")
+    pgid = status.get("pgid") or status.get("pid")
+    sig = signal.SIGKILL if kill else signal.SIGTERM
+    try:
+        os.killpg(int(pgid), sig)
+    except ProcessLookupError:
+        raise UsageError(f"{job_dir}: its process (group {pgid}) is gone; it reads as crashed now") from None
+    return f"sent {sig.name} to {job_dir} (process group {pgid})" + (
+        "" if kill else "; it checkpoints and stops after the current step")
+
+
+def _stop_slurm(job_dir: Path, status: dict[str, Any], job: str, kill: bool) -> str:
+    try:
+        info = query([job]).get(job)
+    except SlurmError as e:
+        raise UsageError(str(e)) from None
+    state, _ = reconcile(status, info)
+    if info is None or info.ended:
+        raise UsageError(f"{job_dir} is not running (it is {state}; Slurm job {job} "
+                         f"{'has ended' if info else 'is unknown to Slurm'}); nothing to stop")
+    record = read_json(job_dir / RECORD) or {}
+    atomic_write_json(job_dir / RECORD, {**record, "stop_requested": time.time()})
+    try:
+        if info.waiting or kill:
+            cancel_job(job)
+        else:
+            signal_job(job, "TERM")
+    except SlurmError as e:
+        raise UsageError(str(e)) from None
+    if info.waiting:
+        if status.get("state") == "queued":  # it never ran: nothing to keep
+            atomic_write_json(job_dir / "status.json", {
+                **status, "state": "stopped", "heartbeat": time.time(),
+                "note": f"cancelled in Slurm (job {job}) before it started"})
+        return f"cancelled Slurm job {job} ({info.state.lower()}{f', {info.reason}' if info.reason else ''}); " \
+               f"{job_dir.name} did not run again"
+    if kill:
+        return f"cancelled Slurm job {job}: Slurm kills it; {job_dir.name} reads as crashed and resumes from last.pt"
+    return f"sent SIGTERM to Slurm job {job} ({job_dir.name}); it checkpoints and stops after the current step"
+
+
+def wait_until_stopped(job_dir: Path, seconds: float) -> str:
+    """Poll until the run or job is neither live nor queued; its state then (or still live)."""
+    end = time.monotonic() + seconds
+    while True:
+        state, _, _ = current_state(job_dir)
+        if state not in (*LIVE_STATES, "queued") or time.monotonic() > end:
+            return state
+        time.sleep(1.0)
+
+
+def with_slurm_states(runs: list) -> dict[Path, dict[str, Any]]:
+    """Set each Slurm run's (``rundir.RunInfo``) state from Slurm's word, asking once for all;
+    returns path -> ``{"job_id", "state", "reason", "partition", "nodes"}`` for those runs
+    (``slurm_state`` null when Slurm could not be asked: the run directory's word stands)."""
+    jobs = {run.path: slurm_job_of(run.status) for run in runs}
+    jobs = {path: job for path, job in jobs.items() if job}
+    if not jobs:
+        return {}
+    try:
+        infos, known = query(list(jobs.values())), True
+    except SlurmError:
+        infos, known = {}, False
+    out = {}
+    for run in runs:
+        job = jobs.get(run.path)
+        if job is None:
+            continue
+        info = infos.get(job)
+        if known:
+            run.state, why = reconcile(run.status or {}, info)
+        else:
+            why = "Slurm cannot be asked now"
+        out[run.path] = {"job_id": job, "slurm_state": info.state if info else None, "reason": why,
+                         "partition": info.partition if info else None, "nodes": info.nodes if info else None}
+    return out

@@ -1,0 +1,138 @@
+"""`simclr slurm-job DIR`: what a Slurm job runs (the batch script execs it; core.slurm writes that).
+
+It is the batch shell's process on the job's first node, and it:
+
+* picks the runner's command from the run directory: a run that holds ``checkpoints/last.pt``
+  resumes (``--resume``), a queued one starts (``--run-dir D --config D/config.json``), and
+  one that started but was ended before its first checkpoint starts again from step 0;
+  an evaluation job runs the command saved in ``slurm.json``;
+* starts it directly (one process), or as ``srun torchrun`` (several processes, on one node
+  or many) with the rendezvous taken from Slurm's environment;
+* forwards SIGTERM (``simclr stop``, preemption) and USR1 (sent ``--slurm-signal-lead``
+  seconds before the time limit) to the runner as one SIGTERM, so it checkpoints and stops;
+* after a time-limit stop requeues the job itself (``scontrol requeue``): it runs again and
+  resumes from last.pt. A stop by ``simclr stop`` is never requeued.
+
+Its exit code is 0 only when the run (or job) finished, so ``--dependency=afterok`` jobs
+(a sweep's evaluations) never run after a stopped or failed run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .rundir import PRE_START_FILES, atomic_write_json, is_unstarted, read_json
+from .slurm import RECORD, SlurmOptions
+
+#: what a run directory keeps when a job ended before its first checkpoint starts it again
+KEEP_ON_RESTART = PRE_START_FILES | {"config.json", "status.json", "eval"}
+
+
+def say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] slurm-job: {text}", flush=True)
+
+
+def runner_argv(job_dir: Path, record: dict) -> list[str]:
+    """The ``simclr ...`` arguments this start of the job runs."""
+    if record.get("kind") == "eval":
+        return list(record["argv"])
+    if (job_dir / "checkpoints" / "last.pt").exists():
+        return ["pretrain", "--resume", str(job_dir)]
+    if not is_unstarted(job_dir):  # started, ended before its first checkpoint: from step 0
+        say("the run was ended before its first checkpoint: starting it again from step 0")
+        for p in job_dir.iterdir():
+            if p.name not in KEEP_ON_RESTART:
+                if p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+        status = read_json(job_dir / "status.json") or {}
+        atomic_write_json(job_dir / "status.json", {**status, "state": "queued", "pid": None,
+                                                    "step": 0, "epoch": 0, "heartbeat": time.time()})
+    return ["pretrain", "--run-dir", str(job_dir), "--config", str(job_dir / "config.json")]
+
+
+def launch_argv(opts: SlurmOptions, args: list[str]) -> list[str]:
+    """One process (the batch step's child), or ``srun torchrun`` over the job's nodes, one
+    torchrun per node meeting at the first node (c10d rendezvous): the same command for one
+    node with several processes as for many nodes."""
+    py = [sys.executable]
+    if not distributed(opts):
+        return py + ["-m", "core", *args]
+    host = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]],
+                          capture_output=True, text=True, check=False).stdout.split()[0]
+    port = 20000 + int(os.environ["SLURM_JOB_ID"]) % 40000
+    return ["srun", "--ntasks-per-node=1", "--kill-on-bad-exit=1", *py, "-m", "torch.distributed.run",
+            f"--nnodes={os.environ.get('SLURM_NNODES', opts.nodes)}", f"--nproc-per-node={opts.procs}",
+            "--rdzv-backend=c10d", f"--rdzv-endpoint={host}:{port}", f"--rdzv-id={os.environ['SLURM_JOB_ID']}",
+            "-m", "core", *args]
+
+
+def die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when this process dies. A job whose batch shell is
+    killed (scancel --batch --signal=KILL, a node's OOM killer) must take its runner along,
+    as cgroup process tracking does; linuxproc tracking loses a reparented child."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def distributed(opts: SlurmOptions) -> bool:
+    return opts.nodes > 1 or opts.procs > 1
+
+
+def main(job_dir: str) -> int:
+    path = Path(job_dir)
+    record = read_json(path / RECORD)
+    if not record:
+        print(f"simclr: error: {path / RECORD} is missing or unreadable; submit again with --launcher slurm",
+              file=sys.stderr)
+        return 2
+    opts = SlurmOptions.from_dict(record.get("options") or {})
+    job_id = os.environ.get("SLURM_JOB_ID", "?")
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    say(f"job {job_id} (start {restarts + 1}) on {os.uname().nodename}, {opts.nodes} node(s) x {opts.procs} process(es)")
+    state = (read_json(path / "status.json") or {}).get("state")
+    if record.get("kind") != "eval" and state == "finished":
+        say("the run has already finished: nothing to do")
+        return 0
+    argv = launch_argv(opts, runner_argv(path, record))
+    env = dict(os.environ, SIMCLR_LAUNCHER="slurm")
+    if distributed(opts):  # srun copies its tasks' output into the job's output, stdout.log
+        env["SIMCLR_SLURM_OUTPUT"] = str(path / "stdout.log")
+    warned = {"time": False, "sent": 0.0}
+    child = subprocess.Popen(argv, env=env, preexec_fn=die_with_parent)
+
+    def forward(signum, frame) -> None:
+        if signum == signal.SIGUSR1:
+            warned["time"] = True
+            say("the time limit is near: the runner checkpoints and stops, then the job requeues")
+        if time.monotonic() - warned["sent"] < 2.0:  # the same stop reached us twice (scancel --full)
+            return
+        warned["sent"] = time.monotonic()
+        if distributed(opts):  # srun's tasks are job steps: Slurm signals them (a SIGTERM to srun kills them)
+            subprocess.run(["scancel", "--signal=TERM", job_id], capture_output=True, check=False)
+        else:
+            child.send_signal(signal.SIGTERM)
+
+    for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        signal.signal(s, forward)
+    rc = child.wait()
+    status = read_json(path / "status.json") or {}
+    state = status.get("state")
+    say(f"the runner exited with code {rc}; the run is {state}")
+    stop_asked = bool((read_json(path / RECORD) or {}).get("stop_requested"))
+    if warned["time"] and state == "stopped" and opts.requeue and not stop_asked:
+        done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, check=False)
+        say("requeued: the job runs again and resumes from checkpoints/last.pt" if done.returncode == 0 else
+            f"could not requeue ({' '.join(done.stderr.split())}); resume with `simclr pretrain --resume {path} "
+            f"--launcher slurm`")
+    return 0 if state == "finished" else (rc or 1)

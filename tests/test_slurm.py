@@ -1,0 +1,312 @@
+"""The Slurm launcher against a real one-node Slurm cluster (tests/slurm_cluster.py).
+
+The cluster is started by the ``cluster`` fixture (munged, slurmctld, slurmd, this host as
+the node); without slurm-wlm and munge, or without root, those tests skip with the reason.
+Runs are tiny synthetic ones; every state is read the way the TUI and ``simclr runs`` read
+it: the run directory first, Slurm second (``core.launch.current_state``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.checkpoint import load_checkpoint
+from core.launch import current_state, strip_launcher_flags
+from core.rundir import read_json, read_metrics
+from core.slurm import JobInfo, SlurmOptions, reconcile, time_seconds
+
+from . import slurm_cluster
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--preset", "tiny", "--checkpoint-every", "0"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    reason = slurm_cluster.missing()
+    if reason:
+        pytest.skip(reason)
+    conf = slurm_cluster.up()
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(conf)  # this process's queries (current_state) and every child's
+    yield conf
+    if old is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = old
+
+
+def simclr(*args: str, cwd: Path, timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd, env=env or dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def slurm(*args: str) -> str:
+    return subprocess.run(list(args), capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+def wait_state(run: Path, states: tuple[str, ...], timeout: float, seen: list | None = None,
+               cond=lambda status: True) -> str:
+    end = time.time() + timeout
+    while time.time() < end:
+        state, why, status = current_state(run)
+        if seen is not None and (not seen or seen[-1] != state):
+            seen.append(state)
+        if state in states and cond(status):
+            return state
+        time.sleep(0.3)
+    log = (run / "stdout.log").read_text()[-3000:] if (run / "stdout.log").exists() else "(no stdout.log)"
+    raise AssertionError(f"{run.name} is {state} ({why}) after {timeout} s, not {states}; seen {seen}\n{log}")
+
+
+def job_of(run: Path) -> str:
+    return read_json(run / "status.json")["slurm_job_id"]
+
+
+def train_steps(run: Path) -> list[int]:
+    return [r["step"] for r in read_metrics(run / "metrics.jsonl")[0] if r["tag"] == "train/loss" and "job" not in r]
+
+
+# ---------------------------------------------------------------------- with the cluster
+def test_submit_returns_at_once_queued_then_running_then_finished(cluster, tmp_path):
+    t0 = time.time()
+    done = simclr("pretrain", *TINY, "--epochs", "12", "--run-dir", "runs/a", "--launcher", "slurm", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert time.time() - t0 < 10  # no training here, no torch import
+    run = tmp_path / "runs" / "a"
+    status = read_json(run / "status.json")
+    job = status["slurm_job_id"]
+    assert f"submitted Slurm job {job}: runs/a" in done.stdout
+    assert status["state"] == "queued" and status["launcher"] == "slurm"
+    assert read_json(run / "slurm.json")["job_id"] == job and (run / "slurm.sh").exists()
+    seen: list[str] = []
+    wait_state(run, ("finished",), 120, seen)
+    assert "running" in seen and seen.index("running") < seen.index("finished")
+    assert seen[0] in ("queued", "starting", "running")
+    status = read_json(run / "status.json")
+    assert status["slurm_job_id"] == job and status["launcher"] == "slurm" and status["step"] == 96
+    assert train_steps(run) == list(range(1, 97))
+    end = time.time() + 30  # the runner has said finished; the job ends a moment later
+    while "COMPLETED" not in slurm("squeue", "--states=all", "--noheader", "-j", job, "-o", "%T") and time.time() < end:
+        time.sleep(0.3)
+    listed = json.loads(simclr("runs", "--format", "json", cwd=tmp_path).stdout)
+    assert listed[0]["state"] == "finished" and listed[0]["slurm"]["job_id"] == job
+    assert listed[0]["slurm"]["slurm_state"] == "COMPLETED" and listed[0]["slurm"]["partition"] == "debug"
+
+
+def test_requeue_resumes_from_the_checkpoint_and_stop_checkpoints_and_never_requeues(cluster, tmp_path):
+    done = simclr("pretrain", *TINY, "--epochs", "2000", "--run-dir", "runs/r", "--launcher", "slurm", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "runs" / "r"
+    wait_state(run, ("running",), 120, cond=lambda st: st.get("step", 0) >= 24)  # 3 epochs: last.pt exists
+    slurm("scontrol", "requeue", job_of(run))
+    seen: list[str] = []
+    wait_state(run, ("queued",), 60, seen)  # requeued: waits for Slurm again
+    assert "requeued" in current_state(run)[1]
+    wait_state(run, ("running",), 120, seen, cond=lambda st: st.get("slurm_restarts") == 1 and st.get("step", 0) > 40)
+    log = (run / "stdout.log").read_text()
+    assert "resumed from checkpoints/last.pt at step" in log and "(start 2)" in log
+    steps = train_steps(run)
+    assert steps == list(range(1, steps[-1] + 1))  # the metrics continue without duplicates or gaps
+
+    stopped = simclr("stop", "--run-dir", "runs/r", "--wait", "60", cwd=tmp_path)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert "sent SIGTERM to Slurm job" in stopped.stdout and "r is stopped" in stopped.stdout
+    status = read_json(run / "status.json")
+    assert status["state"] == "stopped"
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["progress"]["step"] == status["step"]
+    time.sleep(8)  # a user's stop is never requeued
+    assert current_state(run)[0] == "stopped"
+    assert "FAILED" in slurm("squeue", "--states=all", "--noheader", "-j", job_of(run), "-o", "%T")
+
+
+def test_a_killed_job_is_crashed_with_slurms_reason_and_resumes(cluster, tmp_path):
+    simclr("pretrain", *TINY, "--epochs", "2000", "--run-dir", "runs/k", "--launcher", "slurm", cwd=tmp_path)
+    run = tmp_path / "runs" / "k"
+    wait_state(run, ("running",), 120, cond=lambda st: st.get("step", 0) >= 16)
+    pid = read_json(run / "status.json")["pid"]
+    # SIGKILL to the job's batch step: the runner dies with it and never says how it ended
+    # (a plain `scancel --signal=KILL` gives this Slurm's processes SIGTERM first: a clean stop)
+    slurm("scancel", "--batch", "--signal=KILL", job_of(run))
+    wait_state(run, ("crashed",), 60)
+    state, why, status = current_state(run)
+    assert status["state"] == "running"  # the runner's last word; Slurm's says it is over
+    assert f"Slurm ended job {job_of(run)}" in why and "FAILED" in why
+    end = time.time() + 15
+    while Path(f"/proc/{pid}").exists() and time.time() < end:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{pid}").exists(), "the runner outlived its job"
+    out = simclr("stop", "--run-dir", "runs/k", cwd=tmp_path)
+    assert out.returncode == 2 and "not running (it is crashed" in out.stderr
+
+    first = job_of(run)
+    resumed = simclr("pretrain", "--resume", "runs/k", "--launcher", "slurm", cwd=tmp_path)
+    assert resumed.returncode == 0 and "resumes from last.pt" in resumed.stdout, resumed.stderr
+    assert job_of(run) != first and read_json(run / "slurm.json")["history"][0]["job_id"] == first
+    wait_state(run, ("running",), 120, cond=lambda st: st.get("pid") and st.get("slurm_job_id") != first)
+    assert "resumed from checkpoints/last.pt" in (run / "stdout.log").read_text()
+    simclr("stop", "--run-dir", "runs/k", "--kill", cwd=tmp_path)
+
+
+def test_time_limit_stops_with_a_checkpoint_requeues_and_finishes(cluster, tmp_path):
+    # a 1-minute limit, told 45 s ahead: the runner stops about 15 s in, the job requeues
+    # itself and the second start finishes the run
+    done = simclr("pretrain", *TINY, "--epochs", "60", "--run-dir", "runs/t", "--launcher", "slurm",
+                  "--slurm-time", "1", "--slurm-signal-lead", "45", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "runs" / "t"
+    assert "#SBATCH --signal=B:USR1@45" in (run / "slurm.sh").read_text()
+    seen: list[str] = []
+    wait_state(run, ("finished",), 240, seen)
+    log = (run / "stdout.log").read_text()
+    assert "the time limit is near" in log and "requeued: the job runs again" in log
+    assert "resumed from checkpoints/last.pt" in log and "(start 2)" in log
+    assert "queued" in seen[1:]  # it waited in Slurm again between the starts
+    assert train_steps(run) == list(range(1, 481))
+
+
+def test_several_processes_run_srun_torchrun_and_rank_0_writes(cluster, tmp_path):
+    done = simclr("pretrain", *TINY, "--epochs", "3", "--run-dir", "runs/d", "--launcher", "slurm",
+                  "--slurm-procs-per-node", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "runs" / "d"
+    wait_state(run, ("finished",), 180)
+    assert read_json(run / "meta.json")["world_size"] == 2
+    log = (run / "stdout.log").read_text()
+    assert "1 node(s) x 2 process(es)" in log and log.count("finished at step 24") == 1
+    assert train_steps(run) == list(range(1, 25))
+
+
+def test_a_sweep_with_then_jobs_submits_jobs_that_finish(cluster, tmp_path):
+    done = simclr("sweep", "sw", "--grid", "temperature=0.2,0.5", "--then", "knn", "--launcher", "slurm",
+                  "--", *TINY, "--epochs", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    runs = [tmp_path / "runs" / f"sw-temperature={t}" for t in (0.2, 0.5)]
+    jobs = [run / "eval" / "knn-last" for run in runs]
+    for path in runs + jobs:  # every run and job exists at once, queued in Slurm
+        assert read_json(path / "status.json")["state"] == "queued"
+        assert read_json(path / "status.json")["slurm_job_id"]
+    assert "Dependency" in (current_state(jobs[0])[1] or "") or current_state(jobs[0])[0] != "finished"
+    for path in runs + jobs:
+        wait_state(path, ("finished",), 240)
+    for run in runs:
+        assert read_json(run / "sweep.json")["sweep"] == "sw"
+        assert 0 <= read_json(run / "eval" / "knn-last.json")["test_top1"] <= 1
+    table = json.loads(simclr("results", "--group-by", "sweep", "--format", "json", cwd=tmp_path).stdout)
+    assert len(table) == 2
+
+
+def test_stop_cancels_a_job_still_waiting(cluster, tmp_path):
+    done = simclr("pretrain", *TINY, "--run-dir", "runs/w", "--launcher", "slurm",
+                  "--slurm-extra=--begin=now+1hour", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "runs" / "w"
+    state, why, _ = current_state(run)
+    assert state == "queued" and "BeginTime" in why
+    out = simclr("stop", "--run-dir", "runs/w", cwd=tmp_path)
+    assert out.returncode == 0 and "cancelled Slurm job" in out.stdout
+    assert current_state(run)[0] == "stopped"
+    assert "before it started" in read_json(run / "status.json")["note"]
+
+
+def test_a_refused_submission_is_one_line_and_leaves_nothing(cluster, tmp_path):
+    out = simclr("pretrain", *TINY, "--run-dir", "runs/x", "--launcher", "slurm", "--slurm-partition", "nosuch",
+                 cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert "sbatch refused the job" in out.stderr and "partition" in out.stderr.lower()
+    assert not (tmp_path / "runs" / "x").exists()
+
+
+# ---------------------------------------------------------------------- without a cluster
+def test_bad_launcher_input_is_one_line_and_writes_nothing(tmp_path):
+    cases = [
+        (["pretrain", *TINY, "--slurm-partition", "gpu"], "--slurm-partition needs --launcher slurm"),
+        (["pretrain", *TINY, "--launcher", "slurm", "--slurm-time", "soon"], "--slurm-time 'soon'"),
+        (["pretrain", *TINY, "--launcher", "slurm", "--slurm-time", "1", "--slurm-signal-lead", "90"],
+         "is not shorter than --slurm-time"),
+        (["pretrain", *TINY, "--launcher", "slurm", "--slurm-nodes", "0"], "--slurm-nodes must be"),
+        (["pretrain", *TINY, "--launcher", "slurm", "--queue"], "drop --queue"),
+        (["sweep", "s", "--seeds", "0,1", "--launcher", "slurm", "--slots", "2", "--", *TINY], "--slots is for"),
+    ]
+    for argv, message in cases:
+        out = simclr(*argv, cwd=tmp_path)
+        assert out.returncode == 2 and message in out.stderr and out.stderr.count("\n") == 1, (argv, out.stderr)
+    no_slurm = dict(os.environ, PYTHONPATH=str(ROOT), PATH="/nonexistent")
+    out = subprocess.run([sys.executable, "-m", "core", "pretrain", *TINY, "--launcher", "slurm"], cwd=tmp_path,
+                         capture_output=True, text=True, env=no_slurm, timeout=60)
+    assert out.returncode == 2 and "sbatch is not on PATH" in out.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    out = simclr("stop", "--run-dir", "runs/none", cwd=tmp_path)
+    assert out.returncode == 2 and "no readable status.json" in out.stderr
+
+
+def test_the_batch_script_asks_for_what_the_options_say(tmp_path):
+    from core.slurm import batch_script
+    opts = SlurmOptions(partition="gpu", time="2-00:00:00", nodes=2, gpus_per_node=4, cpus_per_task=8,
+                        account="lab", extra=("#SBATCH --qos=high",)).validate()
+    text = batch_script(tmp_path / "r", opts, "r")
+    for line in ("--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=32", "--partition=gpu", "--time=2-00:00:00",
+                 "--account=lab", "--gpus-per-node=4", "--requeue", "--signal=B:USR1@120", "--qos=high",
+                 f"--output={tmp_path / 'r' / 'stdout.log'}", "--open-mode=append"):
+        assert f"#SBATCH {line}\n" in text
+    assert text.rstrip().endswith(f"-m core slurm-job {tmp_path / 'r'}")
+    assert time_seconds("90") == 5400 and time_seconds("1-02:03:04") == 93784 and time_seconds("10:30") == 630
+    assert strip_launcher_flags(["knn", "--run-dir", "R", "--launcher", "slurm", "--slurm-time=5",
+                                 "--slurm-no-requeue", "--slurm-partition", "p", "--k", "5"]) == \
+        ["knn", "--run-dir", "R", "--k", "5"]
+
+
+def test_slurm_multi_node_command_meets_at_the_first_node(monkeypatch):
+    from core import slurm_job
+    monkeypatch.setenv("SLURM_JOB_ID", "1234")
+    monkeypatch.setenv("SLURM_NNODES", "2")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "n[1-2]")
+    monkeypatch.setattr(slurm_job.subprocess, "run",
+                        lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout="n1\nn2\n"))
+    argv = slurm_job.launch_argv(SlurmOptions(nodes=2, gpus_per_node=4), ["pretrain", "--resume", "R"])
+    assert argv[:3] == ["srun", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+    assert "--nnodes=2" in argv and "--nproc-per-node=4" in argv and "--rdzv-endpoint=n1:21234" in argv
+    assert argv[-3:] == ["pretrain", "--resume", "R"]
+    assert slurm_job.launch_argv(SlurmOptions(), ["x"])[1:] == ["-m", "core", "x"]
+
+
+STATUS = {"kind": "pretrain", "launcher": "slurm", "slurm_job_id": "7", "host": "elsewhere", "pid": 1}
+
+
+@pytest.mark.parametrize("written, slurm_state, reason, want, why", [
+    ("queued", "PENDING", "Priority", "queued", "pending (Priority)"),
+    ("queued", "RUNNING", None, "starting", "running on n1"),
+    ("queued", "CANCELLED", None, "stopped", "before it started"),
+    ("queued", "FAILED", None, "failed", "did not start"),
+    ("running", "RUNNING", None, "running", None),
+    ("running", "PENDING", "BeginTime", "queued", "requeued"),
+    ("running", "CANCELLED", None, "crashed", "CANCELLED"),
+    ("running", "NODE_FAIL", None, "crashed", "node failure"),
+    ("running", "OUT_OF_MEMORY", None, "crashed", "out of memory"),
+    ("running", "TIMEOUT", None, "crashed", "time limit"),
+    ("stopped", "PENDING", "BeginTime", "queued", "requeued after the stop"),
+    ("stopped", "FAILED", None, "stopped", None),
+    ("finished", "COMPLETED", None, "finished", None),
+    ("failed", "FAILED", None, "failed", None),
+])
+def test_reconcile_takes_the_run_directory_first_and_slurm_second(written, slurm_state, reason, want, why):
+    status = {**STATUS, "state": written, "heartbeat": time.time()}
+    state, said = reconcile(status, JobInfo("7", slurm_state, reason, "debug", "n1"))
+    assert state == want
+    assert (said is None) if why is None else (why in said), said
+
+
+def test_without_slurms_word_the_heartbeat_decides_never_a_local_pid():
+    import socket
+    here = {**STATUS, "host": socket.gethostname(), "pid": os.getpid(), "state": "running"}
+    assert reconcile({**here, "heartbeat": time.time() - 600}, None, known=False)[0] == "crashed"  # our pid lives
+    assert reconcile({**here, "heartbeat": time.time()}, None, known=False)[0] == "running"
+    gone = reconcile({**here, "heartbeat": time.time() - 600}, None, known=True)
+    assert gone[0] == "crashed" and "no longer knows job 7" in gone[1]
