@@ -422,7 +422,8 @@ class Worker:
         gpus: list[str] = []
         for run in iter_runs(self.runs_dir, jobs=True):
             st = run.status or {}
-            if run.state in LIVE_STATES and st.get("host") == self.host and isinstance(st.get("pid"), int):
+            if (run.state in LIVE_STATES and st.get("host") == self.host and isinstance(st.get("pid"), int)
+                    and st.get("launcher") != "slurm"):  # Slurm schedules its own jobs, even on this host
                 pids.add(st["pid"])
             if run.path.parent != self.runs_dir:  # a job (NAME/eval/JOB): its records are in NAME's queue.json
                 continue

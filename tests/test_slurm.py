@@ -310,3 +310,24 @@ def test_without_slurms_word_the_heartbeat_decides_never_a_local_pid():
     assert reconcile({**here, "heartbeat": time.time()}, None, known=False)[0] == "running"
     gone = reconcile({**here, "heartbeat": time.time() - 600}, None, known=True)
     assert gone[0] == "crashed" and "no longer knows job 7" in gone[1]
+
+
+def test_a_job_ended_before_its_first_checkpoint_starts_again_from_step_0(tmp_path):
+    from core.rundir import atomic_write_json, is_unstarted
+    from core.slurm_job import runner_argv
+    run = tmp_path / "r"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "eval" / "knn-last").mkdir(parents=True)  # a --then job queued to follow it stays
+    atomic_write_json(run / "config.json", {"preset": "x"})
+    atomic_write_json(run / "status.json", {**STATUS, "state": "running", "step": 5})
+    for name in ("metrics.jsonl", "meta.json", "events.out.tfevents.1", "stdout.log", "slurm.json", "notes.json"):
+        (run / name).write_text("x")
+    argv = runner_argv(run, {"kind": "pretrain"})
+    assert argv == ["pretrain", "--run-dir", str(run), "--config", str(run / "config.json")]
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "eval", "notes.json", "slurm.json", "status.json",
+                                                     "stdout.log"]
+    assert read_json(run / "status.json")["state"] == "queued" and is_unstarted(run)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.pt").write_bytes(b"x")
+    assert runner_argv(run, {"kind": "pretrain"}) == ["pretrain", "--resume", str(run)]
+    assert runner_argv(run, {"kind": "eval", "argv": ["knn", "--run-dir", "R"]}) == ["knn", "--run-dir", "R"]
