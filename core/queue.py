@@ -231,8 +231,11 @@ def _select(runs_dir: str | Path, names: list[str]) -> list[Entry]:
         hits = [e for e in entries if e.run == name or e.sweep == name]
         if not hits:
             run = read_run(Path(runs_dir) / name) if (Path(runs_dir) / name).is_dir() else None
-            missing.append(f"{name} ({run.state}; stop a live run with the TUI's x or SIGTERM)" if run
-                           else f"{name} (no such run or sweep)")
+            if run and (run.status or {}).get("launcher") == "slurm":
+                missing.append(f"{name} (a Slurm job: `simclr stop --run-dir {run.path}` cancels or stops it)")
+            else:
+                missing.append(f"{name} ({run.state}; stop a live run with `simclr stop --run-dir {run.path}`)"
+                               if run else f"{name} (no such run or sweep)")
         picked += [h for h in hits if h not in picked]
     if missing:
         raise QueueError(f"not queued: {', '.join(missing)}; `simclr queue` lists the queue")

@@ -117,12 +117,10 @@ async def test_invalid_form_shows_the_error_and_launches_nothing(runs_dir, fast_
         # a bad run name is caught the same way
         form.query_one("#cf-batch_size", ConfigField).control.value = "32"
         form.query_one("#run-name", Input).value = "../escape"
-        await pilot.pause()
-        assert "not allowed" in form.error
+        await wait_for(pilot, lambda: "not allowed" in (form.error or ""), what="the run-name error")
         # fixing it shows the command that will run
         form.query_one("#run-name", Input).value = "ok-name"
-        await pilot.pause()
-        assert form.error is None
+        await wait_for(pilot, lambda: form.error is None, what="the form to validate")
         assert form.command == f"simclr pretrain --run-dir {runs_dir.resolve() / 'ok-name'} --preset tiny"
 
 

@@ -52,8 +52,8 @@ async def test_real_tiny_run_stop_resume_and_evaluate(runs_dir):
         await pilot.pause()
         form.query_one("#run-name", Input).value = "real"
         form.query_one("#field-epochs", Input).value = "3"
-        await pilot.pause()
-        assert form.error is None, form.error
+        await wait_for(pilot, lambda: form.error is None and "--epochs 3" in (form.command or ""),
+                       what=f"the form to validate (error: {form.error})")
         await pilot.press("ctrl+s")
         await wait_screen(pilot, RunDetailScreen, "#plot-loss")
         plot = app.screen.query_one("#plot-loss", MetricPlot)
