@@ -77,7 +77,7 @@ def given_flags(args: argparse.Namespace) -> list[str]:
 
 # ---------------------------------------------------------------------- commands
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    opts = slurm_options(args)
+    opts = slurm_options(args, inherit=Path(args.resume) if args.resume else None)
     if opts is not None:  # before torch is imported: a login node submits in a fraction of a second
         return submit_pretrain_job(args, opts)
     from . import dist, rundir
@@ -178,11 +178,8 @@ def submit_then(run_dir: Path, argv: list[str], opts, after: str) -> tuple[str, 
 
     job, kind = job_name(argv, run_dir), argv[0]  # the status kind an evaluation job writes is its command
     checkpoint = _options(argv[1:]).get("--checkpoint", "last")
-    # one process, no GPUs asked beyond one: an evaluation is one process
-    eval_opts = opts.__class__(**{**opts.to_dict(), "extra": tuple(opts.extra), "nodes": 1, "procs_per_node": 1,
-                                  "gpus_per_node": min(1, opts.gpus_per_node)})
     job_id = submit_eval(run_dir, job, kind, checkpoint, [argv[0], "--run-dir", str(run_dir.absolute()), *argv[1:]],
-                         eval_opts, dependency=f"afterok:{after}")
+                         opts, dependency=f"afterok:{after}")
     return job_id, f"{job} as Slurm job {job_id} (after job {after} finishes)"
 
 

@@ -50,21 +50,61 @@ def add_launcher_flags(p: argparse.ArgumentParser) -> None:
                            metavar=kind.__name__.upper(), help=f"{help_text} (default: {getattr(defaults, f.name)})")
 
 
-def slurm_options(args: argparse.Namespace) -> SlurmOptions | None:
+def slurm_options(args: argparse.Namespace, inherit: Path | None = None) -> SlurmOptions | None:
     """The SlurmOptions the flags give with --launcher slurm; None for local (where a
-    --slurm-* flag is an error: it would be silently ignored)."""
+    --slurm-* flag is an error: it would be silently ignored). With no --slurm-* flag, a
+    Slurm run's own options (``inherit``'s slurm.json) are used: a resume or an evaluation of
+    a run asks for the partition, account and time the run asked for."""
     given = {f.name: getattr(args, f"slurm_{f.name}") for f in fields(SlurmOptions)
              if getattr(args, f"slurm_{f.name}", None) is not None}
     if getattr(args, "launcher", "local") != "slurm":
         if given:
             raise UsageError(f"{slurm_flag(next(iter(given)))} needs --launcher slurm")
         return None
+    if not given and inherit is not None and (saved := saved_options(inherit)) is not None:
+        return saved
     if "extra" in given:
         given["extra"] = tuple(given["extra"])
     try:
         return SlurmOptions(**given).validate()
     except ValueError as e:
         raise UsageError(str(e)) from None
+
+
+def saved_options(job_dir: Path) -> SlurmOptions | None:
+    """The options a Slurm run or job was submitted with (its slurm.json), if it was."""
+    record = read_json(Path(job_dir) / RECORD)
+    if not isinstance(record, dict) or not isinstance(record.get("options"), dict):
+        return None
+    try:
+        return SlurmOptions.from_dict(record["options"]).validate()
+    except (TypeError, ValueError):
+        return None  # a slurm.json from another version: the flags' defaults stand
+
+
+def slurm_args(opts: SlurmOptions) -> list[str]:
+    """``--launcher slurm`` and the ``--slurm-*`` flags that give ``opts`` (defaults left out):
+    what the TUI passes to ``simclr pretrain`` / the evaluations."""
+    out = ["--launcher", "slurm"]
+    defaults = SlurmOptions()
+    for f in fields(SlurmOptions):
+        value = getattr(opts, f.name)
+        if value == getattr(defaults, f.name):
+            continue
+        if f.name == "requeue":
+            out.append(slurm_flag(f.name))
+        elif f.name == "extra":
+            for line in value:
+                out.append(f"{slurm_flag(f.name)}={line}")  # '=': a line starting with '--' is not a flag
+        else:
+            out += [slurm_flag(f.name), str(value)]
+    return out
+
+
+def eval_options(opts: SlurmOptions) -> SlurmOptions:
+    """An evaluation is one process: one node, one task, at most one GPU."""
+    return SlurmOptions.from_dict({**opts.to_dict(), "nodes": 1, "procs_per_node": 1,
+                                   "gpus_per_node": min(1, opts.gpus_per_node)})
 
 
 def strip_launcher_flags(argv: list[str]) -> list[str]:
@@ -117,10 +157,11 @@ def submit_pretrain(run_dir: Path, cfg, opts: SlurmOptions, resume: bool = False
 def submit_eval(run_dir: Path, job: str, kind: str, checkpoint: str, argv: list[str], opts: SlurmOptions,
                 dependency: str | None = None) -> str:
     """An evaluation job (``argv``: ``linear-eval --run-dir R ...``) as a Slurm job writing
-    ``R/eval/<job>/``; ``dependency`` e.g. ``afterok:123`` (a sweep's --then jobs)."""
+    ``R/eval/<job>/``, as one process (:func:`eval_options`); ``dependency`` e.g.
+    ``afterok:123`` (a sweep's --then jobs)."""
     status = {"kind": kind, "parent": run_dir.name, "checkpoint": checkpoint, "host": socket.gethostname(),
               "created": time.time(), "epoch": 0, "step": 0, "total_epochs": None, "phase": "queued"}
-    return _submit(run_dir / "eval" / job, opts, {"kind": "eval", "argv": argv}, status,
+    return _submit(run_dir / "eval" / job, eval_options(opts), {"kind": "eval", "argv": argv}, status,
                    f"{run_dir.name}:{job}", dependency)
 
 

@@ -263,6 +263,31 @@ def test_the_batch_script_asks_for_what_the_options_say(tmp_path):
         ["knn", "--run-dir", "R", "--k", "5"]
 
 
+def test_slurm_flags_round_trip_and_a_run_lends_its_options_to_its_resume_and_evaluations(tmp_path):
+    import argparse
+
+    from core.launch import add_launcher_flags, eval_options, slurm_args, slurm_options
+    from core.rundir import atomic_write_json
+
+    p = argparse.ArgumentParser()
+    add_launcher_flags(p)
+    opts = SlurmOptions(partition="gpu", time="1:00:00", nodes=2, gpus_per_node=4, mem="32G", account="lab",
+                        extra=("--qos=high", "#SBATCH --constraint=a100"), signal_lead=300, requeue=False).validate()
+    flags = slurm_args(opts)
+    assert slurm_options(p.parse_args(flags)) == opts  # the TUI's flags say exactly what the form says
+    assert slurm_args(SlurmOptions()) == ["--launcher", "slurm"]
+    # no --slurm-* flag: a resume or an evaluation asks for what the run asked for
+    atomic_write_json(tmp_path / "slurm.json", {"job_id": "7", "options": opts.to_dict()})
+    assert slurm_options(p.parse_args(["--launcher", "slurm"]), inherit=tmp_path) == opts
+    assert slurm_options(p.parse_args(["--launcher", "slurm", "--slurm-time", "5"]), inherit=tmp_path) == \
+        SlurmOptions(time="5")  # a flag given: the flags alone
+    assert slurm_options(p.parse_args([]), inherit=tmp_path) is None  # local stays local
+    one = eval_options(opts)
+    assert (one.nodes, one.procs, one.gpus_per_node, one.partition, one.extra) == (1, 1, 1, "gpu", opts.extra)
+    (tmp_path / "slurm.json").write_text("{broken")
+    assert slurm_options(p.parse_args(["--launcher", "slurm"]), inherit=tmp_path) == SlurmOptions()
+
+
 def test_slurm_multi_node_command_meets_at_the_first_node(monkeypatch):
     from core import slurm_job
     monkeypatch.setenv("SLURM_JOB_ID", "1234")

@@ -242,8 +242,9 @@ def feature_source(t: Target):
 
 # ---------------------------------------------------------------------- commands
 def submitted(args: argparse.Namespace, t: Target, job: str) -> bool:
-    """With --launcher slurm: the checked job goes to Slurm (``R/eval/<job>/`` queued) instead of running here."""
-    opts = slurm_options(args)
+    """With --launcher slurm: the checked job goes to Slurm (``R/eval/<job>/`` queued) instead of
+    running here; without --slurm-* flags it asks for what the run's own job asked for."""
+    opts = slurm_options(args, inherit=t.run_dir)
     if opts is None:
         return False
     from ..launch import strip_launcher_flags, submit_eval
