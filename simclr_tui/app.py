@@ -62,17 +62,18 @@ class SimclrApp(App):
 
     def __init__(self, runs_dir: Path, *, runner: list[str] | None = None, poll_interval: float = POLL_INTERVAL,
                  demo: bool = False, tensorboard_program: list[str] | None = None, series_cap: int = 512,
-                 start_worker: bool = True) -> None:
+                 start_worker: bool = True, launcher: str = "local") -> None:
         super().__init__()
         self.runs_dir = Path(runs_dir)
         self.poll_interval = poll_interval
         self.demo = demo
         self.store = RunStore(self.runs_dir, cap=series_cap)
-        self.launcher = Launcher(self.runs_dir, runner)
+        self.launcher = Launcher(self.runs_dir, runner, default=launcher)
         # the queue worker is `python -m core queue work`; the runs it starts use our runner
         job_runner = None if self.launcher.runner == default_runner() else self.launcher.runner
         self.queue_keeper = QueueKeeper(self.runs_dir, job_runner=job_runner, start=start_worker)
         self.worker_status: WorkerStatus | None = None
+        self.slurm_error: str | None = None  # Slurm runs are here and Slurm cannot be asked
         self.tensorboard = TensorBoard(self.runs_dir, tensorboard_program)
         self.runs: dict[str, RunView] = {}
         self.loading = True  # metrics files are still being read (until the first poll says not)
@@ -157,6 +158,10 @@ class SimclrApp(App):
         if snap.worker and snap.worker.error and snap.worker != self.worker_status:
             self.notify(snap.worker.text(), title="Queue", severity="error", timeout=12)
         self.worker_status = snap.worker
+        if snap.slurm_error and snap.slurm_error != self.slurm_error:
+            self.notify(f"{snap.slurm_error}; Slurm runs show what their run directories say",
+                        title="Slurm", severity="warning", timeout=12)
+        self.slurm_error = snap.slurm_error
         self.poll_seconds.append(snap.poll_seconds)
         self._poll_error = None
         if self.loading and not snap.backlog:
@@ -211,7 +216,12 @@ class SimclrApp(App):
     @on(JobLaunched)
     def _launched(self, message: JobLaunched) -> None:
         job = message.launched
-        self.notify(f"{message.what}: {job.key} (pid {job.pid})", title="Launched")
+        if job.pid is None:
+            self.notify(f"{message.what}: {job.key} (Slurm job {job.slurm_job or '?'}); it shows queued until "
+                        f"Slurm starts it", title="Submitted to Slurm")
+            self.store.slurm.refresh()
+        else:
+            self.notify(f"{message.what}: {job.key} (pid {job.pid})", title="Launched")
         if message.what in ("pretrain", "demo run"):
             if isinstance(self.screen, NewRunScreen):
                 self.pop_screen()
@@ -243,6 +253,10 @@ class SimclrApp(App):
     def stop_runs(self, keys: Iterable[str]) -> None:
         """Stop live runs; queued ones are cancelled instead (after a yes)."""
         views = [v for v in (self.view(k) for k in keys) if v is not None]
+        for view in [v for v in views if v.slurm]:  # Slurm's: running or waiting, a job to signal or cancel
+            self.run_worker(lambda view=view: self._stop_slurm(view), thread=True, group="stop",
+                            name=f"stop {view.name}", exit_on_error=False)
+        views = [v for v in views if not v.slurm]
         queued = [v.key for v in views if v.state == "queued"]
         if queued:
             self.cancel_queued(queued)
@@ -257,6 +271,12 @@ class SimclrApp(App):
             again = " (again: killing it)" if sig == "SIGKILL" else "; press stop again to kill it"
             self.notify(f"sent {sig} to {view.name}{again}", title="Stop")
         self.poll_now()
+
+    def _stop_slurm(self, view: RunView) -> None:  # thread
+        done = self.launcher.stop_slurm(view)
+        self.store.slurm.refresh()
+        self.call_from_thread(self.notify, done, title="Stop")
+        self.call_from_thread(self.poll_now)
 
     def resume_run(self, key: str) -> None:
         view = self.view(key)
@@ -305,6 +325,11 @@ class SimclrApp(App):
 
     def move_queued(self, key: str, where: str) -> None:
         """Move a queued run up/down/top/bottom in the queue (core.queue.move)."""
+        view = self.view(key)
+        if view is not None and view.slurm:
+            self.notify(f"{view.name} waits in Slurm (job {view.slurm.job_id}): Slurm orders its queue "
+                        f"(scontrol top {view.slurm.job_id}, or ask your admins)", severity="warning")
+            return
         def work() -> None:
             queue.move(self.runs_dir, key, where)
             self.post_message(RunsEdited())
@@ -340,8 +365,10 @@ class SimclrApp(App):
         # a run cannot go while it, or one of its evaluation jobs, is still writing into it
         live = [r.name for r in self.runs.values() if r.live and any(
             r.key == v.key or r.key.startswith(f"{v.key}/eval/") for v in views)]
-        if live:
-            self.notify(f"stop {', '.join(live)} before deleting", severity="warning")
+        waiting = [v.name for v in views if v.slurm and v.state == "queued"]
+        if live or waiting:
+            self.notify(f"stop {', '.join(live + waiting)} before deleting (x: a Slurm job waiting is cancelled)",
+                        severity="warning")
             return
         if not views:
             return
@@ -426,8 +453,8 @@ class SimclrApp(App):
 
 def make_app(runs_dir: str | Path = "runs", *, runner: list[str] | None = None, poll_interval: float = POLL_INTERVAL,
              demo: bool = False, tensorboard_program: list[str] | None = None,
-             start_worker: bool = True) -> SimclrApp:
+             start_worker: bool = True, launcher: str = "local") -> SimclrApp:
     """The app exactly as `simclr-tui` builds it; tests pass a fake runner and a short poll
     (and `start_worker=False` to look at a queue without a worker starting its runs)."""
     return SimclrApp(Path(runs_dir), runner=runner, poll_interval=poll_interval, demo=demo,
-                     tensorboard_program=tensorboard_program, start_worker=start_worker)
+                     tensorboard_program=tensorboard_program, start_worker=start_worker, launcher=launcher)

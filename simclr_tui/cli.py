@@ -20,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start a tiny synthetic run (preset tiny, offline, seconds long) and watch it")
     p.add_argument("--poll", type=float, default=0.5, metavar="SECONDS",
                    help="how often to re-read the runs directory (default: 0.5)")
+    p.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                   help="where the New-run form sends runs by default: local (run here) or slurm (sbatch; the "
+                        "runs directory must be on a filesystem the compute nodes share); each run can choose")
     p.add_argument("--no-worker", action="store_true",
                    help="do not start a queue worker for queued runs (default: start one when queued work "
                         "waits and none runs)")
@@ -37,7 +40,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from .app import make_app  # after argument parsing, so --help stays instant
 
-    app = make_app(args.runs_dir, poll_interval=args.poll, demo=args.demo, start_worker=not args.no_worker)
+    if args.launcher == "slurm":
+        from core.slurm import available
+
+        why = available()
+        if why:
+            print(f"simclr-tui: --launcher slurm: {why}", file=sys.stderr)
+            return 2
+    app = make_app(args.runs_dir, poll_interval=args.poll, demo=args.demo, start_worker=not args.no_worker,
+                   launcher=args.launcher)
     app.run()
     return app.return_code or 0
 

@@ -77,5 +77,11 @@ def queue_place(position: int | None) -> str:
     return f"queued #{position}" if position is not None else "starting…"
 
 
+def slurm_place(job_id: str, slurm_reason: str | None) -> str:
+    """A run waiting in Slurm: ``job 123 Priority`` (Slurm's pending reason, cut to a word)."""
+    reason = (slurm_reason or "").split(",")[0]
+    return f"job {job_id}" + (f" {reason[:12]}" if reason else "")
+
+
 def tags(values: tuple[str, ...] | list[str]) -> str:
     return ", ".join(values)

@@ -10,6 +10,7 @@ alive is always read back from its status.json.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import socket
@@ -18,10 +19,15 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.clitools import UsageError
+from core.launch import LAUNCHERS, slurm_args
+from core.launch import stop as launch_stop
 from core.queue import child_env, default_runner
 from core.rundir import LIVE_STATES, effective_state, is_unstarted, read_json, resolve_run_dir
 from core.rundir import eval_job_name as rundir_eval_job_name
+from core.slurm import SlurmOptions
 
+from .enqueue import run_cli
 from .store import RunView
 
 #: how a person would type the command (shown in the form, copyable to a cluster)
@@ -37,9 +43,10 @@ class LaunchError(RuntimeError):
 @dataclass(frozen=True)
 class Launched:
     key: str  # the runs-table key the job will appear under
-    pid: int
+    pid: int | None  # None: submitted to Slurm (slurm_job), nothing runs here
     argv: tuple[str, ...]
     log: Path
+    slurm_job: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,14 +90,23 @@ def log_tail(path: Path, max_bytes: int = 2000) -> str:
 
 
 class Launcher:
-    """Owns the TUI's child processes. Its methods are called from thread workers."""
+    """Owns the TUI's child processes. Its methods are called from thread workers.
 
-    def __init__(self, runs_dir: Path, runner: list[str] | None = None) -> None:
+    ``default`` is where a new run goes unless the form says otherwise (``simclr-tui
+    --launcher``). A resume or an evaluation goes where its run trained: a Slurm run's to
+    Slurm (with the run's own Slurm options), a local run's to ``default``.
+    """
+
+    def __init__(self, runs_dir: Path, runner: list[str] | None = None, default: str = "local") -> None:
+        if default not in LAUNCHERS:
+            raise ValueError(f"unknown launcher {default!r}; choose one of {', '.join(LAUNCHERS)}")
         self.runs_dir = Path(runs_dir)
         self.runner = list(runner) if runner else default_runner()
+        self.default = default
         self._children: dict[int, tuple[str, subprocess.Popen, Path]] = {}
         self._lock = threading.Lock()  # launches and reaping run in different worker threads
         self._stop_sent: dict[str, int] = {}  # key -> pgid already sent SIGTERM
+        self._slurm_stops: dict[str, str] = {}  # key -> Slurm job already sent SIGTERM
 
     # .................................................................. starting
     def _spawn(self, key: str, args: list[str], log: Path) -> Launched:
@@ -109,8 +125,27 @@ class Launcher:
             self._children[proc.pid] = (key, proc, log)
         return Launched(key, proc.pid, tuple(argv), log)
 
-    def pretrain(self, name: str, args: list[str]) -> Launched:
-        """A new run NAME under the runs dir; args are the config flags (pretrain_args)."""
+    def _submit(self, key: str, args: list[str], log: Path) -> Launched:
+        """``simclr ... --launcher slurm``: a short command that submits and returns (exit 0:
+        submitted; else its one-line error). Nothing of the job runs here."""
+        result = run_cli(self.runner, args)
+        if not result.ok:
+            raise LaunchError(result.error)
+        found = re.search(r"submitted Slurm job (\d+)", result.output)
+        try:
+            with open(log, "a") as out:  # the batch script appends the job's own output after this
+                out.write(f"\n$ {display_command(args)}\n{result.output.strip()}\n")
+        except OSError:
+            pass
+        return Launched(key, None, tuple(self.runner + args), log, found.group(1) if found else None)
+
+    def launcher_for(self, view: RunView) -> str:
+        """Where a resume or an evaluation of the run goes: Slurm for a Slurm run, else the default."""
+        return "slurm" if view.slurm else self.default
+
+    def pretrain(self, name: str, args: list[str], slurm: SlurmOptions | None = None) -> Launched:
+        """A new run NAME under the runs dir; args are the config flags (pretrain_args). With
+        ``slurm``: submitted to Slurm with those options instead of started here."""
         try:
             path = resolve_run_dir(self.runs_dir, name)
         except ValueError as e:
@@ -118,19 +153,28 @@ class Launcher:
         # a directory holding only a log or notes may be started in; a queued run is the worker's
         if not is_unstarted(path) or (path / "status.json").exists():
             raise LaunchError(f"a run named {name!r} already exists in {self.runs_dir}; choose another name")
-        return self._spawn(name, ["pretrain", "--run-dir", str(path), *args], path / "stdout.log")
+        argv = ["pretrain", "--run-dir", str(path), *args]
+        if slurm is not None:
+            return self._submit(name, argv + slurm_args(slurm), path / "stdout.log")
+        return self._spawn(name, argv, path / "stdout.log")
 
-    def pretrain_command(self, name: str, args: list[str]) -> str:
-        return display_command(["pretrain", "--run-dir", str(self.runs_dir.resolve() / name), *args])
+    def pretrain_command(self, name: str, args: list[str], slurm: SlurmOptions | None = None) -> str:
+        return display_command(["pretrain", "--run-dir", str(self.runs_dir.resolve() / name), *args,
+                                *(slurm_args(slurm) if slurm is not None else [])])
 
     def resume(self, view: RunView) -> Launched:
         if view.kind != "pretrain":
             raise LaunchError(f"{view.name} is a {view.kind} job; only pretraining runs can be resumed")
         if view.live:
             raise LaunchError(f"{view.name} is still {view.state}")
+        if view.slurm and view.state == "queued":
+            raise LaunchError(f"{view.name} waits in Slurm (job {view.slurm.job_id}); it resumes when the job starts")
         if not (view.path / "checkpoints" / "last.pt").exists():
             raise LaunchError(f"{view.name} has no checkpoints/last.pt to resume from")
-        return self._spawn(view.key, ["pretrain", "--resume", str(view.path)], view.path / "stdout.log")
+        argv = ["pretrain", "--resume", str(view.path)]
+        if self.launcher_for(view) == "slurm":  # the run's own Slurm options (slurm.json)
+            return self._submit(view.key, [*argv, "--launcher", "slurm"], view.path / "stdout.log")
+        return self._spawn(view.key, argv, view.path / "stdout.log")
 
     def evaluate(self, view: RunView, kind: str, checkpoint: str = "last",
                  label_fraction: float | None = None) -> Launched:
@@ -145,12 +189,15 @@ class Launcher:
             raise LaunchError(f"the label fraction must be in (0, 1], e.g. 0.1 (got {label_fraction})")
         job = eval_job_name(kind, checkpoint, label_fraction)
         folder = view.path / "eval" / job
-        if effective_state(read_json(folder / "status.json")) in LIVE_STATES:
-            raise LaunchError(f"{job} is already running for {view.name}")
+        state = effective_state(read_json(folder / "status.json"))
+        if state in LIVE_STATES or state == "queued":
+            raise LaunchError(f"{job} is already {state} for {view.name}")
         folder.mkdir(parents=True, exist_ok=True)
         args = [EVAL_SUBCOMMANDS[kind], "--run-dir", str(view.path), "--checkpoint", checkpoint]
         if kind == "finetune":
             args += ["--label-fraction", repr(float(label_fraction))]
+        if self.launcher_for(view) == "slurm":  # one process, with the run's own Slurm options
+            return self._submit(f"{view.key}/eval/{job}", [*args, "--launcher", "slurm"], folder / "stdout.log")
         return self._spawn(f"{view.key}/eval/{job}", args, folder / "stdout.log")
 
     # .................................................................. stopping
@@ -175,6 +222,21 @@ class Launcher:
             raise LaunchError(f"not allowed to signal {view.name}'s processes (pgid {pgid})") from None
         self._stop_sent[view.key] = pgid
         return sig.name
+
+    def stop_slurm(self, view: RunView) -> str:
+        """A Slurm run or job (``core.launch.stop``): a running one's runner gets SIGTERM and
+        checkpoints, a waiting one is cancelled; pressed again for the same job: cancelled
+        (Slurm kills it). Runs squeue/scancel: call from a thread. Returns what was done."""
+        job = view.slurm.job_id if view.slurm else None
+        if job is None:
+            raise LaunchError(f"{view.name} is not a Slurm job")
+        kill = self._slurm_stops.get(view.key) == job and view.state != "queued"
+        try:
+            done = launch_stop(view.path, kill=kill)
+        except UsageError as e:
+            raise LaunchError(str(e)) from None
+        self._slurm_stops[view.key] = job
+        return done
 
     # .................................................................. reaping
     def reap(self) -> list[Exited]:

@@ -8,6 +8,11 @@ here is shared with the UI thread except through that snapshot, so there are no 
 Reading is bounded per poll (`budget_bytes`): a directory of twenty 100k-point runs shows
 its table at once and fills in the curves over a few polls instead of freezing, and the
 parsing never holds more than one chunk of records in memory.
+
+Runs submitted with ``--launcher slurm`` take their state from the run directory first and
+Slurm second (`core.slurm.reconcile`), with Slurm's word from `SlurmWatch`: one `squeue`
+for all of them at most every few seconds, asked in its own thread so that a slow or absent
+controller never holds up a poll.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.launch import slurm_job_of
 from core.queue import positions
 from core.rundir import (
     LIVE_STATES,
@@ -32,9 +38,11 @@ from core.rundir import (
     read_run,
     read_sweep,
 )
+from core.slurm import RECORD, WAITING, reconcile
 
 from .queue_keeper import WorkerStatus
 from .series import Series, SeriesData, sparkline
+from .slurm_watch import SlurmAnswer, SlurmWatch
 
 #: tags whose maximum is a run's "best accuracy"
 ACC_TAGS = ("knn/top1", "linear/test_top1", "finetune/test_top1")
@@ -111,6 +119,30 @@ def result_accuracy(result: dict[str, Any] | None) -> float | None:
 
 # ---------------------------------------------------------------------- what the UI gets
 @dataclass(frozen=True)
+class SlurmJob:
+    """A run or job submitted with --launcher slurm: its job and Slurm's latest word on it."""
+
+    job_id: str
+    state: str | None = None      # Slurm's: PENDING, RUNNING, ...; None until Slurm answered
+    reason: str | None = None     # why the run reads as it does (core.slurm.reconcile), e.g. the pending reason
+    partition: str | None = None  # Slurm's answer, else what the job asked for (slurm.json)
+    nodes: str | None = None      # where it runs (or ran)
+    error: str | None = None      # Slurm could not be asked: the state is the run directory's
+    pending: str | None = None    # Slurm's own reason a waiting job waits (Priority, Resources, Dependency)
+
+    def text(self) -> str:
+        """One line for the detail screen: ``Slurm job 12 · RUNNING · partition gpu · node n3``."""
+        parts = [f"Slurm job {self.job_id}", self.state or "not asked yet"]
+        if self.partition:
+            parts.append(f"partition {self.partition}")
+        if self.nodes:
+            parts.append(f"node{'s' * (',' in self.nodes or '[' in self.nodes)} {self.nodes}")
+        if self.pending and self.state in WAITING:
+            parts.append(f"waiting: {self.pending}")
+        return " · ".join(parts)
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     name: str  # "last" or "epoch_0010"
     size: int
@@ -151,6 +183,7 @@ class RunView:
     note: str = ""  # notes.json: the user's note
     tags: tuple[str, ...] = ()  # notes.json: the user's tags
     position: int | None = None  # queued runs: 1-based place in the queue (core.queue.positions)
+    slurm: SlurmJob | None = None  # runs and jobs submitted to Slurm
 
     @property
     def name(self) -> str:
@@ -184,6 +217,7 @@ class Snapshot:
     poll_seconds: float = 0.0
     error: str | None = None
     worker: WorkerStatus | None = None  # the queue worker (None: nothing was ever queued here)
+    slurm_error: str | None = None  # Slurm runs are here but Slurm could not be asked
 
 
 # ---------------------------------------------------------------------- the store
@@ -254,8 +288,9 @@ class RunStore:
     """Reads the runs directory; `poll()` is called from a thread worker, one at a time."""
 
     def __init__(self, runs_dir: str | Path, *, cap: int = 512, budget_bytes: int = 8 << 20,
-                 chunk_bytes: int = 2 << 20) -> None:
+                 chunk_bytes: int = 2 << 20, slurm: SlurmWatch | None = None) -> None:
         self.runs_dir = Path(runs_dir)
+        self.slurm = slurm or SlurmWatch()
         self.cap = cap
         self.budget_bytes = budget_bytes
         self.chunk_bytes = chunk_bytes
@@ -288,9 +323,10 @@ class RunStore:
         backlog = any(r.behind for r in seen.values())
 
         places = self._positions(infos)
-        views = {key: self._view(run, now, places.get(key)) for key, run in seen.items()}
+        answer = self.slurm.latest({j for j in (slurm_job_of(i.status) for i in infos) if j})
+        views = {key: self._view(run, now, places.get(key), answer) for key, run in seen.items()}
         details = {key: self._detail(key) for key in watched if key in seen or _parent_key(key) in seen}
-        return Snapshot(views, details, backlog, time.perf_counter() - t0)
+        return Snapshot(views, details, backlog, time.perf_counter() - t0, slurm_error=answer.error)
 
     def _positions(self, infos: list[RunInfo]) -> dict[str, int]:
         """Queue positions, read only when a run is queued (the queue is then listed again)."""
@@ -368,14 +404,30 @@ class RunStore:
                 pass
         return RunDetail(series, tuple(ckpts))
 
-    def _view(self, run: _Run, now: float, position: int | None = None) -> RunView:
+    def _slurm(self, run: _Run, answer: SlurmAnswer) -> tuple[str, SlurmJob | None]:
+        """The run's state with Slurm's word applied (Slurm runs only), and its job."""
+        info = run.info
+        job_id = slurm_job_of(info.status) if info.state != "damaged" else None
+        if job_id is None:
+            return info.state, None
+        asked = (run.side_file(RECORD, _read_options) or {}).get("partition")
+        job = answer.jobs.get(job_id)
+        state, why = info.state, None
+        if answer.knows(job_id):
+            state, why = reconcile(info.status or {}, job)
+        return state, SlurmJob(job_id, job.state if job else None, why, (job.partition if job else None) or asked,
+                               job.nodes if job else None, answer.error,
+                               job.reason if job and job.waiting else None)
+
+    def _view(self, run: _Run, now: float, position: int | None = None,
+              answer: SlurmAnswer | None = None) -> RunView:
         info = run.info
         key = run.key
         status, config = info.status, info.config
         is_job = "/eval/" in key
         parent = _parent_key(key) if is_job else None
         kind = str((status or {}).get("kind") or ("eval" if is_job else "pretrain"))
-        state = info.state
+        state, slurm = self._slurm(run, answer or SlurmAnswer())
         live = state in LIVE_STATES
 
         damage = []
@@ -452,8 +504,15 @@ class RunStore:
             monitor_acc=monitor.vmax if monitor is not None else None,
             images_per_sec=ips, elapsed=elapsed, eta=eta, spark=spark, error=st.get("error"), stop_note=st.get("note"), result=result,
             sweep=sweep["sweep"] if sweep else None, swept=sweep["swept"] if sweep else {}, note=note,
-            tags=tuple(tags), position=position if state == "queued" else None,
+            tags=tuple(tags), position=position if state == "queued" else None, slurm=slurm,
         )
+
+
+def _read_options(path: Path) -> dict[str, Any] | None:
+    """The options in a Slurm job's slurm.json (what it asked Slurm for)."""
+    record = read_json(path / RECORD)
+    options = record.get("options") if isinstance(record, dict) else None
+    return options if isinstance(options, dict) else None
 
 
 def _iter_runs_carefully(runs_dir: Path) -> Iterator[RunInfo]:

@@ -168,13 +168,21 @@ class RunDetailScreen(LiveScreen):
         t.append(f"  {view.kind}")
         if view.dataset:
             t.append(f"  {view.dataset}/{view.backbone}")
-        if view.status and view.live:
+        if view.status and view.live and not view.slurm:
             t.append(f"  pid {view.status.get('pid')}", style="dim")
-        if view.state == "queued":
+        if view.state == "queued" and not view.slurm:
             t.append(f"  {fmt.queue_place(view.position)}", style=fmt.STATE_STYLES["queued"])
         if view.sweep:
             swept = ", ".join(f"{k}={v}" for k, v in view.swept.items())
             t.append(f"  sweep {view.sweep}" + (f": {swept}" if swept else ""), style=fmt.GROUP_STYLE)
+        if view.slurm:
+            t.append(f"\n{view.slurm.text()}", style=fmt.STATE_STYLES["queued"] if view.state == "queued" else "")
+            why = view.slurm.reason or ""
+            if why and not why.startswith("Slurm: "):  # those say what the line above says
+                t.append(f"\n{why}", style="bold red" if view.state in ("crashed", "failed") else "dim")
+            if view.slurm.error:
+                t.append(f"\nSlurm cannot be asked now ({view.slurm.error}); the state is the run directory's",
+                         style="yellow")
         t.append("\n")
         t.append(f"epoch {fmt.progress(view.epoch, view.total_epochs)}")
         if view.step is not None:

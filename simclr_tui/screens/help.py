@@ -23,7 +23,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ("c", "compare the selected runs"),
         ("/", "filter: name, kind, state, data, model, sweep, tags, note; tag:x"),
         ("s, header click", "sort by the next column / by that one (again: reverse)"),
-        ("x", "stop (SIGTERM; again: SIGKILL); queued: cancel"),
+        ("x", "stop (SIGTERM; again: SIGKILL); queued: cancel; Slurm: the job (again: scancel)"),
         ("[ ]", "move a queued run up / down (also ctrl+up / ctrl+down)"),
         ("N", "edit the run's note and tags"),
         ("r", "resume from checkpoints/last.pt"),
@@ -41,7 +41,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ("esc", "back"),
     ]),
     ("New run", [
-        ("ctrl+s", "launch now (only when the form is valid); with a sweep: queue it"),
+        ("ctrl+s", "launch now (only when the form is valid); with a sweep: queue it; launcher slurm: submit"),
         ("ctrl+g", "queue the run, or the sweep of the Queue and sweep section"),
         ("ctrl+o", "copy the command (simclr pretrain, or simclr sweep)"),
         ("tab", "next field; the line above the command explains it"),

@@ -3,7 +3,9 @@ live validation, and the `simclr pretrain ...` command that the Launch button ru
 
 Its "Queue and sweep" section queues the run instead (`simclr pretrain --queue`), with
 evaluations to follow it, or a sweep of it (`simclr sweep`): a grid of config values times
-seeds, checked member by member as you type.
+seeds, checked member by member as you type. Its launcher (default: `simclr-tui
+--launcher`) is local, or slurm: the run, its evaluations or the sweep are then submitted
+with the Slurm section's `--slurm-*` options (`simclr pretrain/sweep ... --launcher slurm`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static, Switch
 
 from core.config import PRESET_NOTES, PRESETS, ConfigError, PretrainConfig
+from core.launch import saved_options, slurm_args
 from core.rundir import check_run_name, generate_run_name, resolve_run_dir
+from core.slurm import SlurmOptions
 
 from ..configform import (
     DATASET_DEFAULTS,
@@ -33,6 +37,7 @@ from ..enqueue import CliResult, Sweep, check_sweep, grid_rows_defined, grid_siz
 from ..launcher import display_command
 from ..widgets.config_field import ConfigField
 from ..widgets.queue_section import SECTION_HELP, QueueSection
+from ..widgets.slurm_section import SlurmSection
 
 NO_PRESET = "-"
 
@@ -61,6 +66,7 @@ class NewRunScreen(Screen):
         self.command = ""
         self.sweep: Sweep | None = None  # the sweep the section describes, when it is valid
         self.then: list[str] = []  # --then jobs for a queued run or sweep
+        self.slurm: SlurmOptions | None = None  # the Slurm options when the launcher is slurm
         self._sweep_error = False  # the error is the section's, not a config field's
         self._launching = False
         # Selects also post Changed when mounted or set from code: react only to new values
@@ -86,6 +92,9 @@ class NewRunScreen(Screen):
         values = self._initial_values()
         self._dataset = values["dataset"]
         clones = [(v.name, k) for k, v in self.app.runs.items() if v.kind == "pretrain" and v.config]
+        cloned = self.app.runs.get(self.clone) if self.clone else None
+        slurm = saved_options(cloned.path) if cloned is not None and cloned.slurm else None  # a clone asks alike
+        launcher = "slurm" if slurm else self.app.launcher.default
         yield Header()
         with Horizontal(classes="form-row"):
             yield Label("preset", classes="form-label")
@@ -97,8 +106,15 @@ class NewRunScreen(Screen):
         with Horizontal(classes="form-row"):
             yield Label("run name", classes="form-label")
             yield Input(placeholder="automatic: <dataset>-<backbone>-<date>-<time>", compact=True, id="run-name")
+            yield Label(" launcher", id="launcher-label")
+            yield Select([("local", "local"), ("slurm", "slurm")], value=launcher, allow_blank=False, compact=True,
+                         id="launcher", tooltip="local: run on this machine now; slurm: submit with sbatch and "
+                                                "return at once (with the options of the Slurm section below)")
         yield Static(self._note(), id="preset-note", markup=False)
         with VerticalScroll(id="fields"):
+            section = SlurmSection(slurm, id="slurm-section")
+            section.display = launcher == "slurm"
+            yield section
             for title, specs in grouped_specs():
                 yield Static(title, classes="group-title")
                 for spec in specs:
@@ -141,6 +157,13 @@ class NewRunScreen(Screen):
                     fields[name].set_value(value)
         self.validate()
 
+    @property
+    def launcher(self) -> str:
+        return str(self.query_one("#launcher", Select).value)
+
+    def _then_flags(self) -> list[str]:
+        return [a for t in self.then for a in ("--then", t)]
+
     def run_name(self) -> str:
         name = self.query_one("#run-name", Input).value.strip()
         if name:
@@ -177,17 +200,21 @@ class NewRunScreen(Screen):
         else:
             section.show("no sweep: Queue adds this one run")
         launch = self.query_one("#launch", Button)
-        label = f"Queue sweep ({self.sweep.size} runs)" if self.sweep is not None else "Launch now"
+        slurm = self.launcher == "slurm"
+        if self.sweep is not None:
+            label = f"{'Submit' if slurm else 'Queue'} sweep ({self.sweep.size} runs)"
+        else:
+            label = "Submit to Slurm" if slurm else "Launch now"
         if launch.label.plain != label:
             launch.label = label
             launch.refresh(layout=True)  # the label is not a layout reactive: the width follows it here
-        self.query_one("#queue", Button).display = self.sweep is None
+        self.query_one("#queue", Button).display = self.sweep is None and not slurm
 
     def validate(self) -> bool:
         """Parse and check the form; show the error (and mark its field) or the command."""
         self._validate_soon = False
         fields = self.fields()
-        self.config, self.error, self.sweep, self._sweep_error = None, None, None, False
+        self.config, self.error, self.sweep, self._sweep_error, self.slurm = None, None, None, False, None
         try:
             config = parse_form(self.raw_values())
             name = self.query_one("#run-name", Input).value.strip()
@@ -198,12 +225,15 @@ class NewRunScreen(Screen):
                 except ValueError as e:
                     raise ConfigError(str(e)) from None
             self._check_section(config)
+            if self.launcher == "slurm":
+                self.slurm = self.query_one(SlurmSection).options()
             if name and self.sweep is None and (self.app.runs_dir / name).exists():
                 raise ConfigError(f"a run named {name!r} already exists; choose another name or leave it empty")
             self.config = config
         except ConfigError as e:
             self.error = str(e)
         self._show_section()
+        self.query_one(SlurmSection).mark(self.error)
         bad = field_in_error(self.error) if self.error and not self._sweep_error else None
         if bad != self._invalid:
             if self._invalid in fields:
@@ -217,7 +247,10 @@ class NewRunScreen(Screen):
         if self.config is not None:
             args = pretrain_args(self.config, self.preset)
             if self.sweep is not None:
-                self.command = display_command(sweep_args(self.app.runs_dir, self.sweep, self.then, args, start=True))
+                self.command = display_command(self._sweep_argv(args, start=True))
+            elif self.slurm is not None:  # submitted with its evaluations (afterok jobs)
+                self.command = self.app.launcher.pretrain_command(self.run_name(), self._then_flags() + args,
+                                                                  self.slurm)
             else:
                 self.command = self.app.launcher.pretrain_command(self.run_name(), args)
             self.blur_note = f"blur is now {'on' if self.config.use_blur else 'off'} ({self.config.image_size} px)"
@@ -268,6 +301,11 @@ class NewRunScreen(Screen):
         self.set_values(self._initial_values())
         self.query_one("#preset-note", Static).update(self._note())
 
+    @on(Select.Changed, "#launcher")
+    def _launcher_changed(self, event: Select.Changed) -> None:
+        self.query_one(SlurmSection).display = event.value == "slurm"
+        self._changed()
+
     @on(Select.Changed, "#field-dataset")
     def _dataset_changed(self, event: Select.Changed) -> None:
         if event.value == self._dataset:
@@ -282,6 +320,7 @@ class NewRunScreen(Screen):
     @on(Input.Changed)
     @on(Select.Changed, "ConfigField Select")
     @on(Select.Changed, "QueueSection Select")
+    @on(Select.Changed, "SlurmSection Select")
     @on(Switch.Changed)
     @on(Checkbox.Changed)
     @on(QueueSection.Edited)
@@ -303,12 +342,16 @@ class NewRunScreen(Screen):
         if not self.validate() or self.config is None:
             self._refuse("Not launched")
             return
-        if self.sweep is not None:  # a sweep is never started here: it goes to the queue
+        if self.sweep is not None:  # a sweep is never started here: it goes to the queue (or to Slurm)
             self.action_queue()
             return
         name = self.run_name()
         self._launching = True
-        self.app.launch("pretrain", self.app.launcher.pretrain, name, pretrain_args(self.config, self.preset))
+        args = pretrain_args(self.config, self.preset)
+        if self.slurm is not None:
+            self.app.launch("pretrain", self.app.launcher.pretrain, name, self._then_flags() + args, self.slurm)
+        else:
+            self.app.launch("pretrain", self.app.launcher.pretrain, name, args)
         self.set_timer(2.0, self._launch_done)
 
     def _launch_done(self) -> None:
@@ -323,10 +366,13 @@ class NewRunScreen(Screen):
         if not self.validate() or self.config is None:
             self._refuse("Not queued")
             return
+        if self.slurm is not None and self.sweep is None:  # Slurm is the queue: submit the run
+            self.action_launch()
+            return
         args = pretrain_args(self.config, self.preset)
         runs_dir = self.app.runs_dir
         if self.sweep is not None:
-            argv, what = sweep_args(runs_dir, self.sweep, self.then, args, start=False), f"sweep {self.sweep.name}"
+            argv, what = self._sweep_argv(args, start=self.slurm is not None), f"sweep {self.sweep.name}"
         else:
             name = self.run_name()
             argv, what = queue_args(runs_dir, name, self.then, args), name
@@ -338,6 +384,14 @@ class NewRunScreen(Screen):
             self.app.call_from_thread(self._queued, result, what)
 
         self.run_worker(work, thread=True, group="queue", name="queue", exit_on_error=False)
+
+    def _sweep_argv(self, args: list[str], start: bool) -> list[str]:
+        """`simclr sweep ...`; with the slurm launcher its --launcher flags go before the `--`."""
+        argv = sweep_args(self.app.runs_dir, self.sweep, self.then, args, start=start)
+        if self.slurm is None:
+            return argv
+        cut = argv.index("--")
+        return argv[:cut] + slurm_args(self.slurm) + argv[cut:]
 
     def _queued(self, result: CliResult, what: str) -> None:
         self._launching = False

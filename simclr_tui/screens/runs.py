@@ -95,7 +95,8 @@ def row_cells(view: RunView, selected: bool, nested: bool = False, member: bool 
         "state": fmt.state_text(view.display_state),
         "dataset": view.dataset or "–",
         "backbone": view.backbone or "–",
-        "progress": fmt.queue_place(view.position) if queued else
+        "progress": (fmt.slurm_place(view.slurm.job_id, view.slurm.pending) if view.slurm else
+                     fmt.queue_place(view.position)) if queued else
         f"{fmt.progress(view.epoch, view.total_epochs):>7} {fmt.bar(view.progress, 6)}",
         "loss": fmt.number(view.loss),
         "acc": fmt.percent(view.best_acc),
@@ -259,10 +260,15 @@ class RunsScreen(LiveScreen):
         parts = [f"{shown}/{len(runs)} runs" if self.filter_text else f"{len(runs)} runs", f"{live} live"]
         if self.selected:
             parts.append(f"{len(self.selected)} selected")
-        queued = sum(v.state == "queued" for v in runs.values())
+        queued = sum(v.state == "queued" and not v.slurm for v in runs.values())
         worker = self.app.worker_status
         if queued or (worker is not None and worker.pid is not None):
             parts.append(f"{queued} queued · " + (worker.text() if worker else "no worker"))
+        in_slurm = [v for v in runs.values() if v.slurm and (v.live or v.state == "queued")]
+        if in_slurm:
+            waiting = sum(v.state == "queued" for v in in_slurm)
+            parts.append(f"Slurm: {len(in_slurm) - waiting} running, {waiting} waiting"
+                         + (" (Slurm cannot be asked)" if self.app.slurm_error else ""))
         if self.app.loading:
             parts.append("reading metrics…")
         if self.app.tensorboard.url:
