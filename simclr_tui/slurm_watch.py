@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from core.slurm import JobInfo, SlurmError, query
 
@@ -44,8 +44,7 @@ class SlurmWatch:
         self._answer = SlurmAnswer()
         self._lock = threading.Lock()
         self._busy = False
-        self._started = 0.0  # when the last question was started
-        self.questions = 0  # questions asked (tests count them)
+        self._started = float("-inf")  # when the last question was started (monotonic)
 
     def latest(self, job_ids: set[str] | frozenset[str]) -> SlurmAnswer:
         """The last answer; starts a new question in the background when one is due."""
@@ -65,7 +64,7 @@ class SlurmWatch:
     def refresh(self) -> None:
         """Ask at the next `latest` (after a stop, so the table follows it at once)."""
         with self._lock:
-            self._started = 0.0
+            self._started = float("-inf")
 
     def _question(self, job_ids: list[str]) -> None:  # its own thread
         try:
@@ -77,7 +76,6 @@ class SlurmWatch:
             answer = SlurmAnswer(self._answer.jobs, self._answer.asked, time.time(), f"{type(e).__name__}: {e}")
         with self._lock:
             self._answer, self._busy = answer, False
-            self.questions += 1
 
     def wait_idle(self, timeout: float = 10.0) -> SlurmAnswer:
         """The answer once no question is in flight (tests, and a refresh after a stop)."""

@@ -75,7 +75,13 @@ def env() -> dict[str, str]:
     return dict(os.environ, SLURM_CONF=str(CONF))
 
 
+#: node states (sinfo %T, without its suffix) in which the cluster can run jobs: a busy node
+#: (a job completing, say) is up; restarting the cluster then would kill every test's jobs
+USABLE = ("idle", "mixed", "allocated", "completing", "reserved", "planned")
+
+
 def responds() -> bool:
+    """slurmctld answers and this host's node can take jobs (busy or not)."""
     if not CONF.exists():
         return False
     try:
@@ -83,8 +89,11 @@ def responds() -> bool:
                               text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return False
-    return done.returncode == 0 and any(s.strip().rstrip("*") in ("idle", "mixed", "allocated")
-                                        for s in done.stdout.split())
+    # "idle", "mixed", "completing", "idle*" (not responding), "mixed+drain"...: the base word
+    # must be usable and no "*" (slurmd not responding) or "drain" flag may follow it
+    return done.returncode == 0 and any(
+        s.split("+")[0].rstrip("~#!%$@^-") in USABLE and "drain" not in s
+        for s in (w.strip().lower() for w in done.stdout.split()))
 
 
 def _pid_alive(pidfile: Path) -> bool:
@@ -132,6 +141,25 @@ def up(timeout: float = 60.0) -> Path:
                 raise RuntimeError(f"the test Slurm cluster did not come up within {timeout:.0f} s:\n{log}")
             time.sleep(0.5)
         return CONF
+
+
+def cluster():
+    """The body of the tests' ``cluster`` fixture: skip with the reason where this machine
+    cannot run the cluster, else start it and point this process (and its children) at it
+    with SLURM_CONF for the fixture's lifetime."""
+    import pytest
+
+    reason = missing()
+    if reason:
+        pytest.skip(reason)
+    conf = up()
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(conf)
+    yield conf
+    if old is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = old
 
 
 def down() -> None:

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable, Input, TextArea
-from tui_helpers import FAKE_RUNNER, screen_text, wait_for, wait_screen
+from textual.widgets import Input, TextArea
+from tui_helpers import FAKE_RUNNER, cursor_to, screen_text, wait_for, wait_screen
 
 from core.queue import positions, worker_info
 from core.rundir import atomic_write_json, read_notes, write_notes
@@ -54,15 +54,6 @@ def sweep(runs_dir: Path, name: str, *args: str) -> list[str]:
 
 def app_for(runs_dir, start_worker=False):
     return make_app(runs_dir, runner=FAKE_RUNNER, poll_interval=0.1, start_worker=start_worker)
-
-
-async def cursor_to(pilot, key: str) -> None:
-    screen = pilot.app.screen
-    await wait_for(pilot, lambda: key in screen._order, what=f"row {key}")
-    table = screen.query_one("#runs", DataTable)
-    table.focus()
-    table.move_cursor(row=screen._order.index(key))
-    await pilot.pause()
 
 
 def write_member(runs_dir: Path, name: str, sweep_name: str, swept: dict, state: str, knn: float | None) -> None:

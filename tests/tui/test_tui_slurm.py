@@ -9,7 +9,6 @@ cluster of tests/slurm_cluster.py from the form and stops it with `x`.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -17,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable, Input, Select
-from tui_helpers import FAKE_RUNNER, screen_text, wait_for, wait_screen
+from textual.widgets import Input, Select
+from tui_helpers import FAKE_RUNNER, cursor_to, screen_text, wait_for, wait_screen
 
 from core.clitools import UsageError
 from core.rundir import atomic_write_json, read_json
@@ -135,15 +134,6 @@ def app_for(runs_dir: Path, fake: FakeSlurm, **kw):
     app = make_app(runs_dir, runner=FAKE_RUNNER, poll_interval=0.1, start_worker=False, **kw)
     app.store.slurm = SlurmWatch(interval=0.2, ask=fake)
     return app
-
-
-async def cursor_to(pilot, key: str) -> None:
-    screen = pilot.app.screen
-    await wait_for(pilot, lambda: key in screen._order, what=f"row {key}")
-    table = screen.query_one("#runs", DataTable)
-    table.focus()
-    table.move_cursor(row=screen._order.index(key))
-    await pilot.pause()
 
 
 @pytest.mark.asyncio
@@ -301,19 +291,7 @@ async def test_resume_and_evaluate_of_a_slurm_run_go_to_slurm(runs_dir, monkeypa
 
 
 # ---------------------------------------------------------------------- a real cluster
-@pytest.fixture
-def cluster():
-    reason = slurm_cluster.missing()
-    if reason:
-        pytest.skip(reason)
-    conf = slurm_cluster.up()
-    old = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = str(conf)
-    yield conf
-    if old is None:
-        os.environ.pop("SLURM_CONF", None)
-    else:
-        os.environ["SLURM_CONF"] = old
+cluster = pytest.fixture(slurm_cluster.cluster)
 
 
 @pytest.mark.slow
@@ -353,8 +331,8 @@ async def test_a_run_submitted_from_the_form_runs_on_the_cluster_and_x_stops_it(
             assert (runs_dir / "on-slurm" / "checkpoints" / "last.pt").exists()
             assert read_json(runs_dir / "on-slurm" / "slurm.json")["stop_requested"]  # never requeued
     finally:
-        if job:
-            subprocess.run(["scancel", job], capture_output=True, check=False)
+        if job:  # by name too: never another test's job
+            subprocess.run(["scancel", "--name", "on-slurm", job], capture_output=True, check=False)
 
 
 def test_simclr_tui_launcher_slurm_without_sbatch_is_one_line(monkeypatch, capsys, tmp_path):

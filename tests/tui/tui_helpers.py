@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from rich.console import Console
+from textual.widgets import DataTable
 
 FAKE_RUNNER = [sys.executable, str(Path(__file__).with_name("fake_runner.py"))]
 
@@ -36,6 +37,16 @@ async def wait_screen(pilot, cls, selector: str | None = None, timeout: float = 
         return None
 
     return await wait_for(pilot, ready, timeout, what=f"{cls.__name__} screen")
+
+
+async def cursor_to(pilot, key: str) -> None:
+    """Put the Runs table's cursor on the row of run ``key`` (once it is listed)."""
+    screen = pilot.app.screen
+    await wait_for(pilot, lambda: key in screen._order, what=f"row {key}")
+    table = screen.query_one("#runs", DataTable)
+    table.focus()
+    table.move_cursor(row=screen._order.index(key))
+    await pilot.pause()
 
 
 def screen_text(app) -> str:
