@@ -444,6 +444,16 @@ def check_free(run_dir: Path, resume: bool) -> None:
                              f"starts; `simclr stop --run-dir {run_dir}` cancels it")
     elif not rundir.is_unstarted(run_dir):
         raise UsageError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --run-dir")
+    else:
+        status = rundir.read_json(run_dir / "status.json") or {}
+        job = status.get("slurm_job_id") if status.get("launcher") == "slurm" else None
+        if job is not None and str(job) != os.environ.get("SLURM_JOB_ID"):  # not this job's own start
+            from .launch import current_state
+
+            state, _, _ = current_state(run_dir)
+            if state == "queued" or state in rundir.LIVE_STATES:
+                raise UsageError(f"{run_dir} is Slurm job {job}'s ({state}); choose another --run-dir, or "
+                                 f"`simclr stop --run-dir {run_dir}` first")
 
 
 def _run_pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, made: bool, timeout: timedelta) -> int:

@@ -61,6 +61,9 @@ def slurm_options(args: argparse.Namespace, inherit: Path | None = None) -> Slur
         if given:
             raise UsageError(f"{slurm_flag(next(iter(given)))} needs --launcher slurm")
         return None
+    if os.environ.get("SIMCLR_LAUNCHER") == "slurm" and os.environ.get("SLURM_JOB_ID"):
+        # what a Slurm job of ours runs never submits again (a job that resubmits itself loops)
+        raise UsageError("--launcher slurm inside a Slurm job started by simclr: the job runs the command itself")
     if not given and inherit is not None and (saved := saved_options(inherit)) is not None:
         return saved
     if "extra" in given:
@@ -78,8 +81,8 @@ def saved_options(job_dir: Path) -> SlurmOptions | None:
         return None
     try:
         return SlurmOptions.from_dict(record["options"]).validate()
-    except (TypeError, ValueError):
-        return None  # a slurm.json from another version: the flags' defaults stand
+    except (TypeError, ValueError, AttributeError):
+        return None  # a slurm.json from another version, or edited: the flags' defaults stand
 
 
 def slurm_args(opts: SlurmOptions) -> list[str]:
@@ -102,18 +105,30 @@ def slurm_args(opts: SlurmOptions) -> list[str]:
 
 
 def eval_options(opts: SlurmOptions) -> SlurmOptions:
-    """An evaluation is one process: one node, one task, at most one GPU."""
+    """An evaluation is one process: one node, one task, at most one GPU; never requeued (it
+    starts from scratch each time, so a requeue at the time limit would repeat it forever)."""
     return SlurmOptions.from_dict({**opts.to_dict(), "nodes": 1, "procs_per_node": 1,
-                                   "gpus_per_node": min(1, opts.gpus_per_node)})
+                                   "gpus_per_node": min(1, opts.gpus_per_node), "requeue": False})
+
+
+def launcher_flag_names() -> list[str]:
+    return ["--launcher"] + [slurm_flag(f.name) for f in fields(SlurmOptions)]
 
 
 def strip_launcher_flags(argv: list[str]) -> list[str]:
-    """A command's argv without --launcher and --slurm-* (what the job itself runs)."""
+    """A command's argv without --launcher and --slurm-* (what the job itself runs), however
+    argparse let them be spelled: ``--flag value``, ``--flag=value`` or an abbreviation."""
+    names = launcher_flag_names()
     out, i = [], 0
     while i < len(argv):
         a = argv[i]
-        name = a.split("=", 1)[0]
-        if name == "--launcher" or name.startswith("--slurm-"):
+        given = a.split("=", 1)[0]
+        full = [n for n in names if n.startswith(given)] if given.startswith("--") and len(given) > 4 else []
+        if a == "--":
+            out += argv[i:]
+            break
+        if given in names or len(full) == 1:
+            name = given if given in names else full[0]
             takes_value = name != "--slurm-no-requeue" and "=" not in a
             i += 2 if takes_value else 1
             continue

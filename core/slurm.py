@@ -80,11 +80,11 @@ class SlurmOptions:
     def validate(self) -> SlurmOptions:
         for name in ("nodes", "procs_per_node", "cpus_per_task"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"--slurm-{name.replace('_', '-')} must be a whole number of at least 1 (got {value!r})")
-        if not isinstance(self.gpus_per_node, int) or self.gpus_per_node < 0:
+        if not isinstance(self.gpus_per_node, int) or isinstance(self.gpus_per_node, bool) or self.gpus_per_node < 0:
             raise ValueError(f"--slurm-gpus-per-node must be 0 or more (got {self.gpus_per_node!r})")
-        if not isinstance(self.signal_lead, int) or self.signal_lead < 0:
+        if not isinstance(self.signal_lead, int) or isinstance(self.signal_lead, bool) or self.signal_lead < 0:
             raise ValueError(f"--slurm-signal-lead must be seconds, 0 or more (got {self.signal_lead!r})")
         if self.time is not None:
             limit = time_seconds(self.time)
@@ -94,7 +94,11 @@ class SlurmOptions:
         for text in (self.partition, self.account, self.mem, self.time):
             if text is not None and (not text or any(c.isspace() for c in text)):
                 raise ValueError(f"Slurm option {text!r} must be one word")
+        if not isinstance(self.requeue, bool):
+            raise ValueError(f"requeue must be true or false (got {self.requeue!r})")
         for line in self.extra:
+            if not isinstance(line, str):
+                raise ValueError(f"--slurm-extra {line!r}: give one sbatch option as text, e.g. '--qos=high'")
             if not sbatch_option(line).startswith("-") or "\n" in line:
                 raise ValueError(f"--slurm-extra {line!r}: give one sbatch option, e.g. '--qos=high' "
                                  f"or '#SBATCH --constraint=a100'")
@@ -182,7 +186,11 @@ def batch_script(job_dir: Path, opts: SlurmOptions, job_name: str, python: str |
     command, ``simclr slurm-job DIR``, which does the rest (core.slurm_job)."""
     job_dir = job_dir.absolute()
     root = str(Path(__file__).resolve().parent.parent)
-    lines = ["#!/bin/bash", f"#SBATCH --job-name={job_name[:100]}", f"#SBATCH --output={job_dir / 'stdout.log'}",
+    log = output_path(job_dir)
+    # sbatch splits #SBATCH lines at spaces: such a path goes on the sbatch command line only (submit)
+    output = f"#SBATCH --output={log}" if not any(c.isspace() or c in "\"'\\" for c in log) else \
+        "# --output is given on the sbatch command line (the path has spaces)"
+    lines = ["#!/bin/bash", f"#SBATCH --job-name={job_name[:100]}", output,
              "#SBATCH --open-mode=append", *opts.sbatch_lines(),
              "# written by simclr (core/slurm.py); `simclr slurm-job` starts the runner, forwards SIGTERM/USR1 to it",
              "# and requeues the job after a stop at the time limit", f"cd {shlex.quote(os.getcwd())}",
@@ -191,18 +199,27 @@ def batch_script(job_dir: Path, opts: SlurmOptions, job_name: str, python: str |
     return "\n".join(lines)
 
 
+def output_path(job_dir: Path) -> str:
+    """The job's stdout.log as Slurm's --output wants it: ``%`` starts a filename pattern there."""
+    return str(Path(job_dir).absolute() / "stdout.log").replace("%", "%%")
+
+
 def submit(job_dir: Path, opts: SlurmOptions, spec: dict[str, Any], status: dict[str, Any],
            job_name: str, dependency: str | None = None) -> str:
     """Write slurm.sh, slurm.json and a ``queued`` status.json into ``job_dir``, sbatch it,
     and return the job id. ``spec`` says what the job runs (``{"kind": "pretrain"}`` or
-    ``{"kind": "eval", "argv": [...]}``); ``status`` is the rest of the queued status."""
+    ``{"kind": "eval", "argv": [...]}``); ``status`` is the rest of the queued status.
+
+    The job is submitted held and released once both files name it: on an idle cluster it
+    could otherwise start before they exist (and a shared filesystem may show them late)."""
     why = available()
     if why:
         raise SlurmError(why)
     job_dir.mkdir(parents=True, exist_ok=True)
     script = job_dir / SCRIPT
     atomic_write_text(script, batch_script(job_dir, opts, job_name))
-    argv = ["sbatch", "--parsable"] + ([f"--dependency={dependency}"] if dependency else []) + [str(script)]
+    argv = ["sbatch", "--parsable", "--hold", f"--output={output_path(job_dir)}"] + (
+        [f"--dependency={dependency}"] if dependency else []) + [str(script)]
     done = _run(argv)
     if done.returncode != 0:
         msg = " ".join((done.stderr or done.stdout).split()).removeprefix("sbatch: error: ")
@@ -219,6 +236,12 @@ def submit(job_dir: Path, opts: SlurmOptions, spec: dict[str, Any], status: dict
     atomic_write_json(job_dir / "status.json", {
         **status, "state": "queued", "pid": None, "launcher": "slurm", "slurm_job_id": job_id,
         "heartbeat": time.time(), "error": None, "note": None})
+    released = _run(["scontrol", "release", job_id])
+    if released.returncode != 0:
+        _run(["scancel", job_id])
+        msg = " ".join((released.stderr or released.stdout).split())
+        raise SlurmError(f"Slurm took job {job_id} but would not release it ({msg or released.returncode}); "
+                         f"it was cancelled: submit again")
     return job_id
 
 
@@ -354,7 +377,7 @@ def reconcile(status: dict[str, Any], job: JobInfo | None, known: bool = True) -
         why = ENDED_WHY.get(job.state, job.state.lower())
         return "crashed", f"Slurm ended job {job.job_id} without the runner's word: {job.state} ({why})"
     # the runner's final word: stands unless Slurm (re)started or holds the job after it
-    beat = float(status.get("heartbeat") or 0)
+    beat = time.time() - _age(status)  # 0 (never) for a heartbeat that is not a number
     if job.waiting and written == "stopped":
         return "queued", f"requeued after the stop; resumes from checkpoints/last.pt ({waiting_why})"
     if job.running and job.start is not None and job.start > beat + 1:

@@ -45,6 +45,9 @@ def runner_argv(job_dir: Path, record: dict) -> list[str]:
     if (job_dir / "checkpoints" / "last.pt").exists():
         return ["pretrain", "--resume", str(job_dir)]
     if not is_unstarted(job_dir):  # started, ended before its first checkpoint: from step 0
+        owner = (read_json(job_dir / "status.json") or {}).get("slurm_job_id")
+        if owner is not None and str(owner) != os.environ.get("SLURM_JOB_ID"):
+            raise SystemExit(f"slurm-job: {job_dir} belongs to Slurm job {owner}, not this one; leaving it alone")
         say("the run was ended before its first checkpoint: starting it again from step 0")
         for p in job_dir.iterdir():
             if p.name not in KEEP_ON_RESTART:
@@ -68,7 +71,10 @@ def launch_argv(opts: SlurmOptions, args: list[str]) -> list[str]:
     host = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]],
                           capture_output=True, text=True, check=False).stdout.split()[0]
     port = 20000 + int(os.environ["SLURM_JOB_ID"]) % 40000
-    return ["srun", "--ntasks-per-node=1", "--kill-on-bad-exit=1", *py, "-m", "torch.distributed.run",
+    # srun of Slurm 22.05 no longer takes the job's --cpus-per-task by itself: say it again
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    return ["srun", "--ntasks-per-node=1", "--kill-on-bad-exit=1", *([f"--cpus-per-task={cpus}"] if cpus else []),
+            *py, "-m", "torch.distributed.run",
             f"--nnodes={os.environ.get('SLURM_NNODES', opts.nodes)}", f"--nproc-per-node={opts.procs}",
             "--rdzv-backend=c10d", f"--rdzv-endpoint={host}:{port}", f"--rdzv-id={os.environ['SLURM_JOB_ID']}",
             "-m", "core", *args]
@@ -130,7 +136,7 @@ def main(job_dir: str) -> int:
     state = status.get("state")
     say(f"the runner exited with code {rc}; the run is {state}")
     stop_asked = bool((read_json(path / RECORD) or {}).get("stop_requested"))
-    if warned["time"] and state == "stopped" and opts.requeue and not stop_asked:
+    if warned["time"] and state == "stopped" and opts.requeue and not stop_asked and record.get("kind") != "eval":
         done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, check=False)
         say("requeued: the job runs again and resumes from checkpoints/last.pt" if done.returncode == 0 else
             f"could not requeue ({' '.join(done.stderr.split())}); resume with `simclr pretrain --resume {path} "

@@ -66,6 +66,8 @@ def train_steps(run: Path) -> list[int]:
 
 # ---------------------------------------------------------------------- with the cluster
 def test_submit_returns_at_once_queued_then_running_then_finished(cluster, tmp_path):
+    tmp_path = tmp_path / "my runs 100%"  # a space and a % (a pattern to Slurm's --output) in the path
+    tmp_path.mkdir()
     t0 = time.time()
     done = simclr("pretrain", *TINY, "--epochs", "12", "--run-dir", "runs/a", "--launcher", "slurm", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -83,6 +85,7 @@ def test_submit_returns_at_once_queued_then_running_then_finished(cluster, tmp_p
     status = read_json(run / "status.json")
     assert status["slurm_job_id"] == job and status["launcher"] == "slurm" and status["step"] == 96
     assert train_steps(run) == list(range(1, 97))
+    assert "slurm-job: job" in (run / "stdout.log").read_text()  # the job's output reached its stdout.log
     end = time.time() + 30  # the runner has said finished; the job ends a moment later
     while "COMPLETED" not in slurm("squeue", "--states=all", "--noheader", "-j", job, "-o", "%T") and time.time() < end:
         time.sleep(0.3)
@@ -207,8 +210,13 @@ def test_stop_cancels_a_job_still_waiting(cluster, tmp_path):
                   "--slurm-extra=--begin=now+1hour", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     run = tmp_path / "runs" / "w"
+    end = time.time() + 20  # Slurm gives the reason once its scheduler has looked at the released job
+    while "BeginTime" not in ((why := current_state(run)[1]) or "") and time.time() < end:
+        time.sleep(0.3)
     state, why, _ = current_state(run)
     assert state == "queued" and "BeginTime" in why
+    again = simclr("pretrain", *TINY, "--run-dir", "runs/w", "--launcher", "slurm", cwd=tmp_path)
+    assert again.returncode == 2 and "is Slurm job" in again.stderr  # one directory, one job
     out = simclr("stop", "--run-dir", "runs/w", cwd=tmp_path)
     assert out.returncode == 0 and "cancelled Slurm job" in out.stdout
     assert current_state(run)[0] == "stopped"
@@ -260,6 +268,13 @@ def test_the_batch_script_asks_for_what_the_options_say(tmp_path):
     assert strip_launcher_flags(["knn", "--run-dir", "R", "--launcher", "slurm", "--slurm-time=5",
                                  "--slurm-no-requeue", "--slurm-partition", "p", "--k", "5"]) == \
         ["knn", "--run-dir", "R", "--k", "5"]
+    # abbreviations argparse accepts are launcher flags too (a job must never submit itself again)
+    assert strip_launcher_flags(["knn", "--launch", "slurm", "--slurm-no-req", "--checkpoint", "last",
+                                 "--slurm-part=p", "--label-fraction", "0.1"]) == \
+        ["knn", "--checkpoint", "last", "--label-fraction", "0.1"]
+    spaced = batch_script(tmp_path / "a b", opts, "r")
+    assert "#SBATCH --output" not in spaced  # sbatch splits #SBATCH lines at spaces: submit passes it
+    assert spaced.rstrip().endswith(f"slurm-job '{tmp_path / 'a b'}'")
 
 
 def test_slurm_flags_round_trip_and_a_run_lends_its_options_to_its_resume_and_evaluations(tmp_path):
@@ -283,6 +298,12 @@ def test_slurm_flags_round_trip_and_a_run_lends_its_options_to_its_resume_and_ev
     assert slurm_options(p.parse_args([]), inherit=tmp_path) is None  # local stays local
     one = eval_options(opts)
     assert (one.nodes, one.procs, one.gpus_per_node, one.partition, one.extra) == (1, 1, 1, "gpu", opts.extra)
+    assert eval_options(SlurmOptions()).requeue is False  # an evaluation starts over: a requeue would loop
+    for bad in ({"nodes": True}, {"extra": [5]}, {"requeue": "yes"}):
+        with pytest.raises(ValueError):
+            SlurmOptions.from_dict(bad).validate()
+    atomic_write_json(tmp_path / "slurm.json", {"job_id": "7", "options": {"extra": [5]}})
+    assert slurm_options(p.parse_args(["--launcher", "slurm"]), inherit=tmp_path) == SlurmOptions()
     (tmp_path / "slurm.json").write_text("{broken")
     assert slurm_options(p.parse_args(["--launcher", "slurm"]), inherit=tmp_path) == SlurmOptions()
 
@@ -327,6 +348,13 @@ def test_reconcile_takes_the_run_directory_first_and_slurm_second(written, slurm
     assert (said is None) if why is None else (why in said), said
 
 
+def test_a_heartbeat_that_is_not_a_number_is_no_traceback():
+    for beat in ("x", [1], None):
+        status = {**STATUS, "state": "stopped", "heartbeat": beat}
+        assert reconcile(status, JobInfo("7", "COMPLETED"))[0] == "stopped"
+        assert reconcile(status, JobInfo("7", "PENDING"))[0] == "queued"
+
+
 def test_without_slurms_word_the_heartbeat_decides_never_a_local_pid():
     import socket
     here = {**STATUS, "host": socket.gethostname(), "pid": os.getpid(), "state": "running"}
@@ -336,9 +364,10 @@ def test_without_slurms_word_the_heartbeat_decides_never_a_local_pid():
     assert gone[0] == "crashed" and "no longer knows job 7" in gone[1]
 
 
-def test_a_job_ended_before_its_first_checkpoint_starts_again_from_step_0(tmp_path):
+def test_a_job_ended_before_its_first_checkpoint_starts_again_from_step_0(tmp_path, monkeypatch):
     from core.rundir import atomic_write_json, is_unstarted
     from core.slurm_job import runner_argv
+    monkeypatch.setenv("SLURM_JOB_ID", STATUS["slurm_job_id"])  # the job that owns the directory
     run = tmp_path / "r"
     (run / "checkpoints").mkdir(parents=True)
     (run / "eval" / "knn-last").mkdir(parents=True)  # a --then job queued to follow it stays
@@ -346,6 +375,11 @@ def test_a_job_ended_before_its_first_checkpoint_starts_again_from_step_0(tmp_pa
     atomic_write_json(run / "status.json", {**STATUS, "state": "running", "step": 5})
     for name in ("metrics.jsonl", "meta.json", "events.out.tfevents.1", "stdout.log", "slurm.json", "notes.json"):
         (run / name).write_text("x")
+    with monkeypatch.context() as m:  # another job never cleans a directory that is not its own
+        m.setenv("SLURM_JOB_ID", "99999")
+        with pytest.raises(SystemExit, match="belongs to Slurm job"):
+            runner_argv(run, {"kind": "pretrain"})
+        assert (run / "metrics.jsonl").exists()
     argv = runner_argv(run, {"kind": "pretrain"})
     assert argv == ["pretrain", "--run-dir", str(run), "--config", str(run / "config.json")]
     assert sorted(p.name for p in run.iterdir()) == ["config.json", "eval", "notes.json", "slurm.json", "status.json",
