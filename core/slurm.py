@@ -361,6 +361,9 @@ def reconcile(status: dict[str, Any], job: JobInfo | None, known: bool = True) -
     written = status.get("state")
     waiting_why = f"Slurm: {job.state.lower()}" + (f" ({job.reason})" if job.reason else "")
     if written == "queued":
+        if job.waiting and job.reason == "DependencyNeverSatisfied":  # an afterok job of a run that did not finish
+            return "queued", ("Slurm: the job it follows did not finish, so this never starts; stop it "
+                              "(simclr stop / x) and submit it again once the run has finished")
         if job.waiting:
             return "queued", waiting_why
         if job.running:

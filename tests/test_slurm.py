@@ -348,6 +348,11 @@ def test_reconcile_takes_the_run_directory_first_and_slurm_second(written, slurm
     assert (said is None) if why is None else (why in said), said
 
 
+def test_an_evaluation_whose_run_did_not_finish_says_it_never_starts():
+    state, why = reconcile({**STATUS, "state": "queued"}, JobInfo("7", "PENDING", reason="DependencyNeverSatisfied"))
+    assert state == "queued" and "never starts" in why
+
+
 def test_a_heartbeat_that_is_not_a_number_is_no_traceback():
     for beat in ("x", [1], None):
         status = {**STATUS, "state": "stopped", "heartbeat": beat}
