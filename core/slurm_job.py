@@ -114,13 +114,16 @@ def main(job_dir: str) -> int:
     env = dict(os.environ, SIMCLR_LAUNCHER="slurm")
     if distributed(opts):  # srun copies its tasks' output into the job's output, stdout.log
         env["SIMCLR_SLURM_OUTPUT"] = str(path / "stdout.log")
-    warned = {"time": False, "sent": 0.0}
-    child = subprocess.Popen(argv, env=env, preexec_fn=die_with_parent)
+    warned = {"time": False, "sent": 0.0, "pending": False}
+    child: subprocess.Popen | None = None
 
     def forward(signum, frame) -> None:
         if signum == signal.SIGUSR1:
             warned["time"] = True
             say("the time limit is near: the runner checkpoints and stops, then the job requeues")
+        if child is None:  # the runner is not started yet: it is told as soon as it is
+            warned["pending"] = True
+            return
         if time.monotonic() - warned["sent"] < 2.0:  # the same stop reached us twice (scancel --full)
             return
         warned["sent"] = time.monotonic()
@@ -129,11 +132,18 @@ def main(job_dir: str) -> int:
         else:
             child.send_signal(signal.SIGTERM)
 
-    for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+    for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):  # before the runner starts: no stop is lost
         signal.signal(s, forward)
+    child = subprocess.Popen(argv, env=env, preexec_fn=die_with_parent)
+    if warned["pending"]:
+        forward(signal.SIGTERM, None)
     rc = child.wait()
     status = read_json(path / "status.json") or {}
     state = status.get("state")
+    if warned["sent"] and state in ("queued", "starting"):  # stopped before its runner could checkpoint
+        state = "stopped"
+        atomic_write_json(path / "status.json", {**status, "state": state, "heartbeat": time.time(),
+                                                 "note": "stopped before it began training"})
     say(f"the runner exited with code {rc}; the run is {state}")
     stop_asked = bool((read_json(path / RECORD) or {}).get("stop_requested"))
     if warned["time"] and state == "stopped" and opts.requeue and not stop_asked and record.get("kind") != "eval":

@@ -348,6 +348,28 @@ def test_reconcile_takes_the_run_directory_first_and_slurm_second(written, slurm
     assert (said is None) if why is None else (why in said), said
 
 
+def test_a_stop_before_the_runner_can_checkpoint_reads_stopped(tmp_path):
+    # SIGTERM to the batch step at once: the runner is still starting (no handler yet) and dies
+    # of it; the job says the run was stopped, not that it crashed
+    from core.config import PretrainConfig, preset
+    from core.rundir import atomic_write_json
+
+    run = tmp_path / "r"
+    run.mkdir()
+    atomic_write_json(run / "config.json", PretrainConfig.from_dict(preset("tiny")).to_dict())
+    atomic_write_json(run / "slurm.json", {"kind": "pretrain", "job_id": "5", "options": SlurmOptions().to_dict()})
+    atomic_write_json(run / "status.json", {**STATUS, "slurm_job_id": "5", "state": "queued", "heartbeat": time.time()})
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SLURM_JOB_ID="5")
+    proc = subprocess.Popen([sys.executable, "-m", "core", "slurm-job", str(run)], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(0.3)
+    proc.send_signal(subprocess.signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    status = read_json(run / "status.json")
+    assert proc.returncode != 0 and status["state"] == "stopped", out
+    assert status["note"] == "stopped before it began training" and "the run is stopped" in out
+
+
 def test_an_evaluation_whose_run_did_not_finish_says_it_never_starts():
     state, why = reconcile({**STATUS, "state": "queued"}, JobInfo("7", "PENDING", reason="DependencyNeverSatisfied"))
     assert state == "queued" and "never starts" in why
