@@ -132,7 +132,7 @@ class SlurmJob:
 
     def text(self) -> str:
         """One line for the detail screen: ``Slurm job 12 · RUNNING · partition gpu · node n3``."""
-        parts = [f"Slurm job {self.job_id}", self.state or "not asked yet"]
+        parts = [f"Slurm job {self.job_id}"] + ([self.state] if self.state else [])
         if self.partition:
             parts.append(f"partition {self.partition}")
         if self.nodes:
@@ -323,7 +323,7 @@ class RunStore:
         backlog = any(r.behind for r in seen.values())
 
         places = self._positions(infos)
-        answer = self.slurm.latest({j for j in (slurm_job_of(i.status) for i in infos) if j})
+        answer = self.slurm.latest({j for j in (slurm_job_of(i.status) for i in infos if _worth_asking(i, now)) if j})
         views = {key: self._view(run, now, places.get(key), answer) for key, run in seen.items()}
         details = {key: self._detail(key) for key in watched if key in seen or _parent_key(key) in seen}
         return Snapshot(views, details, backlog, time.perf_counter() - t0, slurm_error=answer.error)
@@ -506,6 +506,20 @@ class RunStore:
             sweep=sweep["sweep"] if sweep else None, swept=sweep["swept"] if sweep else {}, note=note,
             tags=tuple(tags), position=position if state == "queued" else None, slurm=slurm,
         )
+
+
+#: a Slurm run that ended longer ago than this is not asked about any more (nothing changes it
+#: now but a new submission, which writes a fresh heartbeat): squeue/sacct over hundreds of
+#: old jobs every few seconds is load a shared controller does not need
+SLURM_QUIET_AFTER = 900.0
+
+
+def _worth_asking(info: RunInfo, now: float) -> bool:
+    status = info.status or {}
+    if status.get("state") in ("queued", *LIVE_STATES):
+        return True
+    beat = _num(status.get("heartbeat"))
+    return beat is None or now - beat < SLURM_QUIET_AFTER
 
 
 def _read_options(path: Path) -> dict[str, Any] | None:

@@ -118,6 +118,18 @@ def test_store_reads_slurms_word_in_a_thread_at_most_every_interval(tmp_path):
     assert snap.views["waits"].state == "queued" and snap.views["killed"].state == "crashed"
 
 
+def test_runs_that_ended_long_ago_are_not_asked_about(tmp_path):
+    runs = tmp_path / "runs"
+    slurm_run(runs, "old", "61", state="finished", beat_age=3600)
+    slurm_run(runs, "recent", "62", state="stopped", beat_age=30)  # a requeue may still bring it back
+    fake = FakeSlurm({"62": JobInfo("62", "PENDING", reason="BeginTime", partition="gpu")})
+    store = RunStore(runs, slurm=SlurmWatch(interval=0.0, ask=fake))
+    snap = poll_until(store, lambda s: s.views["recent"].slurm.state == "PENDING")
+    assert all(ids == ["62"] for ids in fake.asked)
+    assert snap.views["recent"].state == "queued" and snap.views["old"].state == "finished"
+    assert snap.views["old"].slurm.text() == "Slurm job 61 · partition gpu"
+
+
 def test_no_slurm_runs_never_ask_slurm(tmp_path):
     runs = tmp_path / "runs"
     (runs / "local").mkdir(parents=True)
