@@ -30,7 +30,8 @@ from .config import (
     preset,
 )
 from .evaluation.cli import add_commands as add_eval_commands
-from .launch import add_launcher_flags, slurm_options, with_slurm_states
+from .launch import add_launcher_flags, slurm_job_of, slurm_options, with_slurm_states
+from .slurm import this_job
 
 RUNTIME_ONLY = ("device", "workers")  # may change on --resume: they do not change the maths
 
@@ -433,7 +434,7 @@ def check_free(run_dir: Path, resume: bool) -> None:
         from .launch import current_state
 
         state, _, status = current_state(run_dir)  # a Slurm run: Slurm's word, not a pid
-        if status.get("launcher") == "slurm" and status.get("slurm_job_id") == os.environ.get("SLURM_JOB_ID"):
+        if status.get("launcher") == "slurm" and this_job(status):
             return  # this job's own earlier start, ended by a requeue (the run's lock guards the rest)
         if state in rundir.LIVE_STATES:
             raise UsageError(f"{run_dir} is still running (pid {status.get('pid')}"
@@ -446,8 +447,8 @@ def check_free(run_dir: Path, resume: bool) -> None:
         raise UsageError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --run-dir")
     else:
         status = rundir.read_json(run_dir / "status.json") or {}
-        job = status.get("slurm_job_id") if status.get("launcher") == "slurm" else None
-        if job is not None and str(job) != os.environ.get("SLURM_JOB_ID"):  # not this job's own start
+        job = slurm_job_of(status)
+        if job is not None and not this_job(status):  # another job's directory, not this job's own start
             from .launch import current_state
 
             state, _, _ = current_state(run_dir)

@@ -255,6 +255,12 @@ def job_id_of(status: dict[str, Any] | None) -> str | None:
     return str(value) if isinstance(value, (str, int)) and str(value).isdigit() else None
 
 
+def this_job(status: dict[str, Any] | None) -> bool:
+    """The status names the Slurm job this process runs in (SLURM_JOB_ID; a requeue keeps it)."""
+    job = job_id_of(status)
+    return job is not None and job == os.environ.get("SLURM_JOB_ID")
+
+
 # ---------------------------------------------------------------------- asking Slurm
 @dataclass
 class JobInfo:
@@ -380,7 +386,7 @@ def reconcile(status: dict[str, Any], job: JobInfo | None, known: bool = True) -
         why = ENDED_WHY.get(job.state, job.state.lower())
         return "crashed", f"Slurm ended job {job.job_id} without the runner's word: {job.state} ({why})"
     # the runner's final word: stands unless Slurm (re)started or holds the job after it
-    beat = time.time() - _age(status)  # 0 (never) for a heartbeat that is not a number
+    beat = _beat(status)
     if job.waiting and written == "stopped":
         return "queued", f"requeued after the stop; resumes from checkpoints/last.pt ({waiting_why})"
     if job.running and job.start is not None and job.start > beat + 1:
@@ -388,11 +394,16 @@ def reconcile(status: dict[str, Any], job: JobInfo | None, known: bool = True) -
     return state, None
 
 
-def _age(status: dict[str, Any]) -> float:
+def _beat(status: dict[str, Any]) -> float:
+    """The heartbeat as a time; 0 (never) when it is missing or not a number."""
     try:
-        return time.time() - float(status.get("heartbeat") or 0)
+        return float(status.get("heartbeat") or 0)
     except (TypeError, ValueError):
-        return float("inf")
+        return 0.0
+
+
+def _age(status: dict[str, Any]) -> float:
+    return time.time() - _beat(status)
 
 
 # ---------------------------------------------------------------------- stopping

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from .rundir import PRE_START_FILES, atomic_write_json, is_unstarted, read_json
-from .slurm import RECORD, SlurmOptions
+from .slurm import RECORD, SlurmOptions, job_id_of, this_job
 
 #: what a run directory keeps when a job ended before its first checkpoint starts it again
 KEEP_ON_RESTART = PRE_START_FILES | {"config.json", "status.json", "eval"}
@@ -45,8 +45,9 @@ def runner_argv(job_dir: Path, record: dict) -> list[str]:
     if (job_dir / "checkpoints" / "last.pt").exists():
         return ["pretrain", "--resume", str(job_dir)]
     if not is_unstarted(job_dir):  # started, ended before its first checkpoint: from step 0
-        owner = (read_json(job_dir / "status.json") or {}).get("slurm_job_id")
-        if owner is not None and str(owner) != os.environ.get("SLURM_JOB_ID"):
+        status = read_json(job_dir / "status.json") or {}
+        owner = job_id_of(status)
+        if owner is not None and not this_job(status):
             raise SystemExit(f"slurm-job: {job_dir} belongs to Slurm job {owner}, not this one; leaving it alone")
         say("the run was ended before its first checkpoint: starting it again from step 0")
         for p in job_dir.iterdir():
@@ -146,7 +147,7 @@ def main(job_dir: str) -> int:
                                                  "note": "stopped before it began training"})
     say(f"the runner exited with code {rc}; the run is {state}")
     stop_asked = bool((read_json(path / RECORD) or {}).get("stop_requested"))
-    if warned["time"] and state == "stopped" and opts.requeue and not stop_asked and record.get("kind") != "eval":
+    if warned["time"] and state == "stopped" and opts.requeue and not stop_asked:  # evaluations: requeue False
         done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, check=False)
         say("requeued: the job runs again and resumes from checkpoints/last.pt" if done.returncode == 0 else
             f"could not requeue ({' '.join(done.stderr.split())}); resume with `simclr pretrain --resume {path} "

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.clitools import UsageError
-from core.launch import LAUNCHERS, current_state, slurm_args, slurm_job_of
+from core.launch import LAUNCHERS, current_state, slurm_args
 from core.launch import stop as launch_stop
 from core.queue import child_env, default_runner
-from core.rundir import LIVE_STATES, effective_state, is_unstarted, read_json, resolve_run_dir
+from core.rundir import LIVE_STATES, is_unstarted, resolve_run_dir
 from core.rundir import eval_job_name as rundir_eval_job_name
 from core.slurm import SlurmOptions
 
@@ -189,9 +189,8 @@ class Launcher:
             raise LaunchError(f"the label fraction must be in (0, 1], e.g. 0.1 (got {label_fraction})")
         job = eval_job_name(kind, checkpoint, label_fraction)
         folder = view.path / "eval" / job
-        status = read_json(folder / "status.json")
-        # a Slurm job's queued status.json may be stale (cancelled, never started): ask Slurm
-        state = current_state(folder)[0] if slurm_job_of(status) else effective_state(status)
+        # a Slurm job's queued status.json may be stale (cancelled, never started): Slurm is asked
+        state = current_state(folder)[0]
         if state in LIVE_STATES or state == "queued":
             raise LaunchError(f"{job} is already {state} for {view.name}")
         folder.mkdir(parents=True, exist_ok=True)

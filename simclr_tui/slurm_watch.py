@@ -25,11 +25,10 @@ NEW_JOB_GAP = 1.0
 
 @dataclass(frozen=True)
 class SlurmAnswer:
-    """What Slurm said about the jobs it was asked about (``asked``), and when."""
+    """What Slurm said about the jobs it was asked about (``asked``)."""
 
     jobs: dict[str, JobInfo] = field(default_factory=dict)
     asked: frozenset[str] = frozenset()
-    at: float = 0.0
     error: str | None = None  # Slurm could not be asked: the run directories' word stands
 
     def knows(self, job_id: str) -> bool:
@@ -69,16 +68,16 @@ class SlurmWatch:
     def _question(self, job_ids: list[str]) -> None:  # its own thread
         try:
             jobs = self._ask(job_ids) if self._ask else query(job_ids)
-            answer = SlurmAnswer(jobs, frozenset(job_ids), time.time())
+            answer = SlurmAnswer(jobs, frozenset(job_ids))
         except SlurmError as e:
-            answer = SlurmAnswer(self._answer.jobs, self._answer.asked, time.time(), str(e))
+            answer = SlurmAnswer(self._answer.jobs, self._answer.asked, str(e))
         except Exception as e:  # noqa: BLE001 - whatever squeue printed, the TUI keeps running
-            answer = SlurmAnswer(self._answer.jobs, self._answer.asked, time.time(), f"{type(e).__name__}: {e}")
+            answer = SlurmAnswer(self._answer.jobs, self._answer.asked, f"{type(e).__name__}: {e}")
         with self._lock:
             self._answer, self._busy = answer, False
 
     def wait_idle(self, timeout: float = 10.0) -> SlurmAnswer:
-        """The answer once no question is in flight (tests, and a refresh after a stop)."""
+        """The answer once no question is in flight (for tests)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             with self._lock:

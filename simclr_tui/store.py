@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.launch import slurm_job_of
+from core.launch import saved_options, slurm_job_of
 from core.queue import positions
 from core.rundir import (
     LIVE_STATES,
@@ -410,7 +410,8 @@ class RunStore:
         job_id = slurm_job_of(info.status) if info.state != "damaged" else None
         if job_id is None:
             return info.state, None
-        asked = (run.side_file(RECORD, _read_options) or {}).get("partition")
+        options = run.side_file(RECORD, saved_options)
+        asked = options.partition if options else None
         job = answer.jobs.get(job_id)
         state, why = info.state, None
         if answer.knows(job_id):
@@ -522,11 +523,6 @@ def _worth_asking(info: RunInfo, now: float) -> bool:
     return beat is None or now - beat < SLURM_QUIET_AFTER
 
 
-def _read_options(path: Path) -> dict[str, Any] | None:
-    """The options in a Slurm job's slurm.json (what it asked Slurm for)."""
-    record = read_json(path / RECORD)
-    options = record.get("options") if isinstance(record, dict) else None
-    return options if isinstance(options, dict) else None
 
 
 def _iter_runs_carefully(runs_dir: Path) -> Iterator[RunInfo]:
