@@ -1,4 +1,4 @@
-"""Pairs of SimCLR views per second: batched (core.augment.BatchedViews) vs per-image.
+"""Pairs of SimCLR views per second: batched (core.simclr.augment.BatchedViews) vs per-image.
 
     python3 bench/bench_augment.py [--data-dir ../shared/data/cifar10] [--n 5120] [--repeats 3]
 
@@ -59,7 +59,7 @@ from torch.utils.data import DataLoader, Dataset
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from core.augment import AugmentConfig, BatchedViews, per_image_views  # noqa: E402
+from core.simclr.augment import AugmentConfig, BatchedViews, per_image_views  # noqa: E402
 
 
 def load_images(data_dir: Path, n: int, seed: int = 0) -> list[Image.Image]:

@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from core.cli import main as simclr  # noqa: E402
 from core.config import PretrainConfig  # noqa: E402
-from core.rundir import read_metrics  # noqa: E402
+from core.runs import read_metrics  # noqa: E402
 
 
 def write_folder(src_zip: Path, out: Path, n: int, size: int) -> None:
@@ -49,7 +49,7 @@ def write_folder(src_zip: Path, out: Path, n: int, size: int) -> None:
 def loader_rate(folder: Path, size: int, workers: int, batches: int = 8) -> float:
     import torch
 
-    from core.pipeline import train_pipeline
+    from core.training.pipeline import train_pipeline
 
     cfg = PretrainConfig(dataset="folder", data_dir=str(folder), image_size=size, batch_size=64, workers=workers,
                          knn_every=0).validate()

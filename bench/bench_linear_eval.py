@@ -9,7 +9,7 @@
   raw features, then the test set.
 
 Feature extraction is timed once per side (it is the slow part on a CPU): ours is
-``core.pipeline.encode`` (the cached uint8 images, BatchNorm folded into the convolutions,
+``core.training.pipeline.encode`` (the cached uint8 images, BatchNorm folded into the convolutions,
 channels_last, batch 512, inference mode); the seed's is its ``inference()``: a DataLoader
 (one worker per core) of PIL images through Resize + ToTensor, batch 256, ``torch.no_grad``,
 and ``simclr_model(x, x)``, which runs the encoder and the projector twice per batch
@@ -43,7 +43,7 @@ from core.config import PretrainConfig  # noqa: E402
 from core.evaluation.features import FeatureSource, load_cached, save_cached  # noqa: E402
 from core.evaluation.linear import LinearSettings, train_adam, train_lbfgs  # noqa: E402
 from core.evaluation.metrics import topk_accuracy  # noqa: E402
-from core.rundir import read_json  # noqa: E402
+from core.runs import read_json  # noqa: E402
 
 ADAM_CHECKPOINTS = (10, 50, 100, 200, 300, 400, 500)
 
@@ -64,9 +64,9 @@ def seed_extraction(run_dir: Path, checkpoint: str, cfg: PretrainConfig, workers
     from PIL import Image
     from torchvision import transforms as T
 
-    from core.checkpoint import checkpoint_path, load_checkpoint
-    from core.data import load_tensor_split
-    from core.models import build_model, clean_state_dict
+    from core.training.checkpoint import checkpoint_path, load_checkpoint
+    from core.training.data import load_tensor_split
+    from core.simclr.models import build_model, clean_state_dict
 
     ckpt = load_checkpoint(checkpoint_path(run_dir, checkpoint))
     model = build_model(cfg.backbone, cfg.width, cfg.image_size, cfg.projection_dim)

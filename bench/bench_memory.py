@@ -7,13 +7,13 @@ temporary run directory; its peak RSS is the kernel's ``ru_maxrss`` for that chi
 ``os.wait4`` (so rows do not mix), and its RSS is also sampled every 0.2 s to show when the
 peak happens. Rows:
 
-* ``import only``: ``python -c "import core.trainer"``, the floor every run starts from;
+* ``import only``: ``python -c "import core.training.trainer"``, the floor every run starts from;
 * ``cifar10-cpu``: the CPU preset (ResNet-18 width 16, 24 px, batch 128) on CIFAR-10 from the class-
   folder zips for ``--steps`` steps, then, as every run that stops mid-epoch, the kNN monitor
   (10,000 train + 10,000 test images) and a checkpoint;
 * ``cifar10-resnet18``: the paper's recipe (width 64, batch 512) for 2 steps, monitor off
   (``--no-full`` skips it; on 2 CPU cores a step takes ~20 s);
-* each run again with ``SIMCLR_KEEP_FREED_MEMORY=0``: without ``core.trainer.keep_freed_memory``
+* each run again with ``SIMCLR_KEEP_FREED_MEMORY=0``: without ``core.training.trainer.keep_freed_memory``
   (on CPU, malloc keeps freed activation memory for reuse: faster steps, higher peak).
 
 The decoded images come from the on-disk cache (``~/.cache/simclr-tui``); the first run ever
@@ -91,7 +91,7 @@ def main() -> None:
     py = sys.executable
     common = ["--dataset", "folder", "--data-dir", str(args.data_dir)]
     rows = {
-        "import only (python -c 'import core.trainer')": [py, "-c", "import core.trainer"],
+        "import only (python -c 'import core.training.trainer')": [py, "-c", "import core.training.trainer"],
         f"cifar10-cpu preset, {args.steps} steps + kNN monitor + checkpoint":
             [py, "-m", "core", "pretrain", "--preset", "cifar10-cpu", *common, "--max-steps", str(args.steps),
              "--run-dir", str(root / "cifar10-cpu")],

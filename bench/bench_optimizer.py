@@ -8,12 +8,12 @@ kept fixed so every step does the same work):
 
 * ``LARS, per tensor (reference)``: the official SimCLR rule written out the plain way,
   about ten small ops per tensor (this file, ``per_tensor_lars_step``; it is what
-  ``core.lars.LARS`` did before it bucketed tensors).
-* ``LARS (core.lars)``: ours, foreach ops over each bucket of tensors sharing a rule. After
+  ``core.simclr.lars.LARS`` did before it bucketed tensors).
+* ``LARS (core.simclr.lars)``: ours, foreach ops over each bucket of tensors sharing a rule. After
   the timed steps its parameters are compared with the reference's: the difference must
   be zero or float rounding.
 * ``AdamW, per tensor``: ``torch.optim.AdamW(foreach=False)``.
-* ``AdamW, fused``: ``fused=True``, as ``core.trainer.make_optimizer`` builds it.
+* ``AdamW, fused``: ``fused=True``, as ``core.training.trainer.make_optimizer`` builds it.
 
 Steps alternate between the sides within each repeat; the table gives the median and
 range of milliseconds per step over repeats, and each side's speed against its baseline.
@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from core.config import PretrainConfig  # noqa: E402
-from core.lars import LARS  # noqa: E402
-from core.trainer import build_training_model, keep_freed_memory  # noqa: E402
+from core.simclr.lars import LARS  # noqa: E402
+from core.training.trainer import build_training_model, keep_freed_memory  # noqa: E402
 
 
 @torch.no_grad()
@@ -96,12 +96,12 @@ def main() -> None:
         adam_fused = torch.optim.AdamW(model_params(width, device), lr=1e-3, fused=True)
         sides = {
             "LARS, per tensor (reference)": lambda: per_tensor_lars_step(ref_params, ref_state, lr=1.0),
-            "LARS (core.lars)": lars.step,
+            "LARS (core.simclr.lars)": lars.step,
             "AdamW, per tensor": adam_loop.step,
-            "AdamW, fused (core.trainer)": adam_fused.step,
+            "AdamW, fused (core.training.trainer)": adam_fused.step,
         }
-        baseline = {"LARS (core.lars)": "LARS, per tensor (reference)",
-                    "AdamW, fused (core.trainer)": "AdamW, per tensor"}
+        baseline = {"LARS (core.simclr.lars)": "LARS, per tensor (reference)",
+                    "AdamW, fused (core.training.trainer)": "AdamW, per tensor"}
         ms: dict[str, list[float]] = {name: [] for name in sides}
         for step in sides.values():  # warm-up: buffers and optimizer state exist
             step()

@@ -5,19 +5,19 @@
 
 Three parts, each a markdown table:
 
-1. ``step vs batch``: our whole step (``core.trainer.train``, as ``bench_train_step.py``
+1. ``step vs batch``: our whole step (``core.training.trainer.train``, as ``bench_train_step.py``
    times it) for batch sizes ``--batches`` at ResNet-18 width ``--width``; seconds per step and
    the cost per pair relative to the smallest batch. Batch sizes alternate within each
    repeat.
 2. ``NT-Xent vs N``: the loss alone, forward + backward, on random (N, 128) projections:
-   ours (``core.loss.NTXentLoss``: one (2N, 2N) matmul, log-sum-exp) against the reference's
+   ours (``core.simclr.loss.NTXentLoss``: one (2N, 2N) matmul, log-sum-exp) against the reference's
    (``bench_train_step.RefNTXent``: cosine similarity by broadcasting a (2N, 2N, D) tensor,
    a boolean mask) up to ``--ref-max-n``. Both are O(N^2); the reference's memory is also x D.
 3. CUDA only (skipped on CPU with a note; ``--gpu-rows-anyway`` runs them on any device, for
    checking the script, not for numbers): the step at the CIFAR-10 recipe's batch (512, width
    64) in fp32 vs bf16 autocast, each in NCHW and channels_last (a step written out like the
    trainer's loop, since the trainer always uses channels_last), then the recipe's time per
-   CIFAR-10 epoch (97 steps of 512, monitor and checkpoints off) through ``core.trainer.train``.
+   CIFAR-10 epoch (97 steps of 512, monitor and checkpoints off) through ``core.training.trainer.train``.
 
 Everything runs unchanged on CPU and CUDA; all timings sync the device (``loss.item()``).
 """
@@ -40,11 +40,11 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_train_step import DEFAULT_DATA, Ours, RefNTXent, load_avg, load_data, sync
 
-from core import trainer
+from core.training import trainer
 from core.config import PretrainConfig
-from core.loss import NTXentLoss
-from core.models import build_model
-from core.pipeline import TensorPipeline
+from core.simclr.loss import NTXentLoss
+from core.simclr.models import build_model
+from core.training.pipeline import TensorPipeline
 
 
 def base_cfg(args, device: torch.device, **changes) -> PretrainConfig:
@@ -203,7 +203,7 @@ def gpu_rows(args, device: torch.device, data, root: Path) -> None:
         s = ours.run(steps)
         epochs.append(sum(s) / steps * len(ours.pipe))
     print(f"\n### 3b. CIFAR-10 recipe (cifar10-resnet18: ResNet-18, batch {cfg.batch_size}, "
-          f"{trainer.amp_dtype(cfg, device) or 'fp32'}), core.trainer.train, monitor and checkpoints off\n")
+          f"{trainer.amp_dtype(cfg, device) or 'fp32'}), core.training.trainer.train, monitor and checkpoints off\n")
     print("| time per epoch (s, median) | range | epochs | steps timed per epoch | pairs/s |")
     print("| ---: | ---: | ---: | ---: | ---: |")
     med = statistics.median(epochs)

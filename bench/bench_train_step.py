@@ -7,10 +7,10 @@
 A step is everything between two optimizer updates: the two views of a batch, the forward
 pass, the loss, the backward pass and the update.
 
-* ``ours``: the product's own code path. ``core.pipeline.train_pipeline`` (CIFAR-10 as one
-  uint8 tensor, ``BatchedViews`` in the training process), ``core.trainer.build_training_model``
+* ``ours``: the product's own code path. ``core.training.pipeline.train_pipeline`` (CIFAR-10 as one
+  uint8 tensor, ``BatchedViews`` in the training process), ``core.training.trainer.build_training_model``
   (ResNet-18, CIFAR stem, channels_last), ``make_optimizer`` (LARS, as the CIFAR-10
-  presets) and the training loop itself, ``core.trainer.train``, with its NT-Xent, its one
+  presets) and the training loop itself, ``core.training.trainer.train``, with its NT-Xent, its one
   ``loss.item()`` per step, its learning-rate schedule and its ``RunLog`` writing
   metrics.jsonl and TensorBoard events into a temporary run directory.
 * ``reference``: the original implementation's step (Spijkervet/SimCLR ``main.py``), written
@@ -27,7 +27,7 @@ pass, the loss, the backward pass and the update.
   (NCHW) memory layout, fp32.
 * Every side runs in its own process (spawned, so each has its own malloc state and the
   reference its own DataLoader workers), driven by this one: ours with
-  ``core.trainer.keep_freed_memory`` (what ``simclr pretrain`` applies on CPU: malloc keeps
+  ``core.training.trainer.keep_freed_memory`` (what ``simclr pretrain`` applies on CPU: malloc keeps
   freed activation memory instead of unmapping it), the reference under glibc's default.
 * ``model fwd+bwd`` (with ``--model-row``): our model's forward and backward on a fixed batch,
   nothing else, for the FLOP rate the convolutions reach by themselves.
@@ -67,12 +67,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from core import trainer
+from core.training import trainer
 from core.config import PretrainConfig
-from core.data import TensorData, load_tensor_split, synthetic
-from core.pipeline import TensorPipeline
-from core.runlog import RunLog
-from core.stopping import StopGuard
+from core.training.data import TensorData, load_tensor_split, synthetic
+from core.training.pipeline import TensorPipeline
+from core.training.runlog import RunLog
+from core.training.stopping import StopGuard
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10"
 
@@ -125,7 +125,7 @@ def model_flops_per_image(cfg: PretrainConfig, device: torch.device, images: int
     """Forward + backward FLOPs per image of our model (FlopCounterMode), convolutions and matmuls."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from core.models import build_model
+    from core.simclr.models import build_model
 
     model = build_model(cfg.backbone, cfg.width, cfg.image_size, cfg.projection_dim).to(device)
     x = torch.randn(images, 3, cfg.image_size, cfg.image_size, device=device)
@@ -151,7 +151,7 @@ class TimedLog(RunLog):
 
 
 class Ours:
-    """`core.trainer.train` for a few steps at a time, on a pipeline and model built once."""
+    """`core.training.trainer.train` for a few steps at a time, on a pipeline and model built once."""
 
     def __init__(self, cfg: PretrainConfig, data: TensorData, device: torch.device, root: Path,
                  nchw: bool = False) -> None:
@@ -186,7 +186,7 @@ class NCHW(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.module = model  # `module`, so core.models.unwrap finds the model inside
+        self.module = model  # `module`, so core.simclr.models.unwrap finds the model inside
 
     def forward(self, x):
         return self.module(x.contiguous())
@@ -396,7 +396,7 @@ def pick(args: argparse.Namespace) -> torch.device:
 
 #: every side the benchmark can run: key -> (row name, what to build, its options)
 SIDES = {
-    "ours": ("ours (core.trainer.train)", "ours", {}),
+    "ours": ("ours (core.training.trainer.train)", "ours", {}),
     "nchw": ("ours with an NCHW model (--ablate-layout)", "ours", {"nchw": True}),
     "malloc": ("ours under glibc's default malloc (--ablate-allocator)", "ours", {"product_allocator": False}),
     "before": ("ours with both: NCHW and glibc's malloc (the trainer before)", "ours",
@@ -465,7 +465,7 @@ def main() -> None:
                    help="with --compile: keep inductor's on-disk cache (default: a fresh one, so compile time is cold)")
     p.add_argument("--no-reference", action="store_true", help="skip the reference side")
     p.add_argument("--ablate-allocator", action="store_true",
-                   help="add a side: ours under glibc's default malloc (without core.trainer.keep_freed_memory)")
+                   help="add a side: ours under glibc's default malloc (without core.training.trainer.keep_freed_memory)")
     p.add_argument("--ablate-layout", action="store_true",
                    help="add a side: ours with the model in NCHW (the trainer before it used channels_last on CPU)")
     p.add_argument("--model-row", action="store_true", help="add a row: our model's forward + backward alone")

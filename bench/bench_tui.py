@@ -15,7 +15,7 @@ then drives the real app headless (`App.run_test`, 120x40) and measures:
 * frames: re-rendering the Run-detail screen's four plots and a 20-run Compare overlay;
 * memory: the process's peak RSS (ru_maxrss) over a baseline app with an empty runs dir,
   and for reference the peak of reading one 100k-line file in one go with
-  `core.rundir.read_metrics` (measured with tracemalloc in a child process).
+  `core.runs.read_metrics` (measured with tracemalloc in a child process).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 def generate(runs_dir: Path, runs: int, points: int, live: int) -> None:
     """`runs` run directories of `points` metric lines each; the first `live` are 'running'
     with this bench's parent pid (so effective_state sees them alive)."""
-    from core.rundir import atomic_write_json, process_start_time
+    from core.runs import atomic_write_json, process_start_time
 
     parent = os.getppid()
     rng = random.Random(0)
@@ -204,9 +204,9 @@ async def measure(runs_dir: Path, runs: int, live: int, seconds: float) -> dict:
 
 
 def read_metrics_peak(path: Path) -> tuple[float, float]:
-    """Peak traced memory (MB) and time of core.rundir.read_metrics on one file, in a child."""
+    """Peak traced memory (MB) and time of core.runs.read_metrics on one file, in a child."""
     code = ("import sys, time, tracemalloc; sys.path.insert(0, %r)\n"
-            "from core.rundir import read_metrics\n"
+            "from core.runs import read_metrics\n"
             "tracemalloc.start(); t = time.perf_counter(); read_metrics(%r, 0)\n"
             "print(tracemalloc.get_traced_memory()[1] / 2**20, time.perf_counter() - t)\n") % (str(ROOT), str(path))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
@@ -289,7 +289,7 @@ def main() -> int:
          ms(statistics.median(res["render_compare"])) if res["render_compare"] else "-"),
         ("memory", "peak RSS, baseline app (empty runs dir)", f"{res['rss_baseline']:.0f} MB"),
         ("memory", f"peak RSS, {args.runs} runs loaded + all screens", f"{res['rss_peak']:.0f} MB"),
-        ("memory", "one 100k file: core.rundir.read_metrics in one go (traced peak, time)",
+        ("memory", "one 100k file: core.runs.read_metrics in one go (traced peak, time)",
          f"{rm_peak:.0f} MB, {rm_time:.2f} s"),
         ("memory", "one 100k file: RunStore chunked tail into series (traced peak, time)",
          f"{ch_peak:.0f} MB, {ch_time:.2f} s"),

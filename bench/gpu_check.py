@@ -8,7 +8,7 @@ No data set is downloaded: every check trains on synthetic CIFAR-shaped data (32
 classes). Each check runs on its own, so one that fails is recorded (its error in one line,
 the traceback in the report) and the others still run. Checks:
 
-* ``step <precision> <layout>``: the real training loop (``core.trainer.train``) on the
+* ``step <precision> <layout>``: the real training loop (``core.training.trainer.train``) on the
   ``cifar10-resnet18`` recipe (ResNet-18 width 64, batch 512, LARS, BatchedViews on the
   device), fp32 and bf16 autocast, each in channels_last and in NCHW: milliseconds per step,
   image pairs per second, and bf16's first-step loss against fp32's (same weights, same batch).
@@ -75,7 +75,7 @@ def recipe_config(sizes: Sizes, precision: str, device: str, **changes: Any):
 # ---------------------------------------------------------------------- in-process training
 @contextlib.contextmanager
 def layout_env(channels_last: bool):
-    """core.layout's override, so the trainer builds (and feeds) the model in this layout."""
+    """core.simclr.layout's override, so the trainer builds (and feeds) the model in this layout."""
     old = os.environ.get("SIMCLR_CHANNELS_LAST")
     os.environ["SIMCLR_CHANNELS_LAST"] = "1" if channels_last else "0"
     try:
@@ -89,14 +89,14 @@ def layout_env(channels_last: bool):
 
 def train_steps(cfg, device, steps: int, root: Path, images: int | None = None, data_parallel: bool = False,
                 seed: int = 0) -> dict[str, Any]:
-    """``steps`` steps of ``core.trainer.train`` on synthetic data: per-step seconds and losses."""
+    """``steps`` steps of ``core.training.trainer.train`` on synthetic data: per-step seconds and losses."""
     import torch
 
-    from core import trainer
-    from core.data import synthetic
-    from core.pipeline import TensorPipeline
-    from core.runlog import RunLog
-    from core.stopping import StopGuard
+    from core.training import trainer
+    from core.training.data import synthetic
+    from core.training.pipeline import TensorPipeline
+    from core.training.runlog import RunLog
+    from core.training.stopping import StopGuard
 
     class TimedLog(RunLog):
         def running(self, prog, spe):
@@ -149,7 +149,7 @@ def check_steps(sizes: Sizes, device, root: Path) -> list[dict[str, Any]]:
                 step_s = statistics.median(timed)
                 first_loss[(precision, channels_last)] = out["losses"][0]
                 finite = all(v == v and abs(v) != float("inf") for v in out["losses"])
-                from core.trainer import amp_dtype
+                from core.training.trainer import amp_dtype
                 result = {"autocast": str(amp_dtype(cfg, device)).replace("torch.", ""),
                           "ms_per_step": round(step_s * 1e3, 2), "pairs_per_s": round(cfg.batch_size / step_s, 1),
                           "first_loss": round(out["losses"][0], 5), "last_loss": round(out["losses"][-1], 5),
@@ -257,7 +257,7 @@ def read_status(run: Path) -> dict[str, Any]:
 
 
 def metrics(run: Path, tag: str) -> list[dict[str, Any]]:
-    from core.rundir import read_metrics  # leaves a line still being written for later
+    from core.runs import read_metrics  # leaves a line still being written for later
     return [r for r in read_metrics(run / "metrics.jsonl")[0] if r["tag"] == tag and "job" not in r]
 
 
@@ -331,7 +331,7 @@ def check_stop_resume(sizes: Sizes, device, root: Path) -> dict[str, Any]:
 
 
 def check_eval(kind: str, sizes: Sizes, device, root: Path) -> dict[str, Any]:
-    from core.rundir import eval_job_name, job_result_path
+    from core.runs import eval_job_name, job_result_path
     run = root / "run"
     args = {"linear-eval": ["linear-eval"], "knn": ["knn"],
             "finetune": ["finetune", "--label-fraction", "0.1", "--epochs", "2"]}[kind]

@@ -95,7 +95,7 @@ def torch_version() -> str:
 def speed(args: argparse.Namespace) -> int:
     import torch
     sys.path.insert(0, str(REPO))
-    from core.models import build_model
+    from core.simclr.models import build_model
     torch.manual_seed(0)
     print(f"threads {torch.get_num_threads()}, batch {args.batch}, ONEDNN_MAX_CPU_ISA="
           f"{os.environ.get('ONEDNN_MAX_CPU_ISA', 'native')}")

@@ -4,6 +4,6 @@
 
 def __getattr__(name: str):
     if name == "load_encoder":
-        from .export import load_encoder
+        from core.evaluation.export import load_encoder
         return load_encoder
     raise AttributeError(f"module 'core' has no attribute {name!r}")

@@ -14,16 +14,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
 
+from core.errors import ConfigError
+
 DATASETS = ("cifar10", "cifar100", "stl10", "folder", "synthetic")
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 OPTIMIZERS = ("lars", "adam", "sgd")
 LR_SCALINGS = ("linear", "sqrt", "none")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NAN_POLICIES = ("stop", "skip")
-
-
-class ConfigError(ValueError):
-    """A config value a person has to change; the message says how."""
 
 
 @dataclass

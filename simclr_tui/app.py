@@ -24,8 +24,8 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
-from core import queue
-from core.rundir import generate_run_name, job_result_path, write_notes
+from core.jobs import queue
+from core.runs import generate_run_name, job_result_path, write_notes
 
 from .commands import RunCommands
 from .launcher import Exited, Launched, Launcher, LaunchError, default_runner, log_tail
@@ -308,7 +308,7 @@ class SimclrApp(App):
 
     # .................................................................. the queue and notes
     def cancel_queued(self, keys: list[str]) -> None:
-        """Take queued runs out of the queue (core.queue.cancel), after a yes/no dialog."""
+        """Take queued runs out of the queue (core.jobs.queue.cancel), after a yes/no dialog."""
         names = "\n".join(f"  {k}" for k in keys)
 
         def confirmed(yes: bool | None) -> None:
@@ -324,7 +324,7 @@ class SimclrApp(App):
         self.post_message(RunsEdited(f"cancelled {', '.join(done)}", tuple(done)))
 
     def move_queued(self, key: str, where: str) -> None:
-        """Move a queued run up/down/top/bottom in the queue (core.queue.move)."""
+        """Move a queued run up/down/top/bottom in the queue (core.jobs.queue.move)."""
         view = self.view(key)
         if view is not None and view.slurm:
             self.notify(f"{view.name} waits in Slurm (job {view.slurm.job_id}): Slurm orders its queue "
@@ -337,7 +337,7 @@ class SimclrApp(App):
         self.run_worker(work, thread=True, group="queue", name="move", exit_on_error=False)
 
     def edit_notes(self, key: str) -> None:
-        """The note-and-tags dialog of a run; saved to its notes.json (core.rundir.write_notes)."""
+        """The note-and-tags dialog of a run; saved to its notes.json (core.runs.write_notes)."""
         view = self.view(key)
         if view is None:
             return

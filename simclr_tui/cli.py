@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from .app import make_app  # after argument parsing, so --help stays instant
 
     if args.launcher == "slurm":
-        from core.slurm import available
+        from core.jobs.slurm import available
 
         why = available()
         if why:

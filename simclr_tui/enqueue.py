@@ -1,6 +1,6 @@
 """Queueing from the New-run form: the `simclr pretrain --queue` and `simclr sweep` commands.
 
-The form's sweep section is checked here with core's own parsers (`core.sweep.parse_grid`,
+The form's sweep section is checked here with core's own parsers (`core.jobs.sweep.parse_grid`,
 `parse_seeds`, `expand`), so the form refuses exactly what `simclr sweep` would, with the
 same message; the command is then run as a short subprocess through the TUI's runner
 (`run_cli`), which makes the queued run directories and exits (0, or 2 with one line
@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from core.config import ConfigError, dash
-from core.queue import child_env
-from core.rundir import check_run_name
-from core.sweep import UNSWEPT, Member, expand, parse_grid, parse_seeds
+from core.jobs.queue import child_env
+from core.runs import check_run_name
+from core.jobs.sweep import UNSWEPT, Member, expand, parse_grid, parse_seeds
 
 #: the config fields a sweep row may vary (seeds have their own input)
 NOT_IN_GRID = ("seed", *UNSWEPT)
@@ -92,7 +92,7 @@ def grid_size(rows: list[tuple[str | None, str]], seeds: str) -> int:
 
 
 def then_specs(linear: bool, knn: bool, finetune: bool, fraction: str) -> list[str]:
-    """The --then jobs (`core.queue.THEN_COMMANDS`) the checkboxes ask for; raises ConfigError."""
+    """The --then jobs (`core.jobs.queue.THEN_COMMANDS`) the checkboxes ask for; raises ConfigError."""
     out = ["linear-eval"] * linear + ["knn"] * knn
     if finetune:
         try:

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from core.sweep import UNSWEPT, setting_label
+from core.jobs.sweep import UNSWEPT, setting_label
 
 from .store import RunView
 

@@ -19,13 +19,13 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.clitools import UsageError
-from core.launch import LAUNCHERS, current_state, slurm_args
-from core.launch import stop as launch_stop
-from core.queue import child_env, default_runner
-from core.rundir import LIVE_STATES, is_unstarted, resolve_run_dir
-from core.rundir import eval_job_name as rundir_eval_job_name
-from core.slurm import SlurmOptions
+from core.errors import UsageError
+from core.jobs.launch import LAUNCHERS, current_state, slurm_args
+from core.jobs.launch import stop as launch_stop
+from core.jobs.queue import child_env, default_runner
+from core.runs import LIVE_STATES, is_unstarted, resolve_run_dir
+from core.runs import eval_job_name as rundir_eval_job_name
+from core.jobs.slurm import SlurmOptions
 
 from .enqueue import run_cli
 from .store import RunView
@@ -225,7 +225,7 @@ class Launcher:
         return sig.name
 
     def stop_slurm(self, view: RunView) -> str:
-        """A Slurm run or job (``core.launch.stop``): a running one's runner gets SIGTERM and
+        """A Slurm run or job (``core.jobs.launch.stop``): a running one's runner gets SIGTERM and
         checkpoints, a waiting one is cancelled; pressed again for the same job: cancelled
         (Slurm kills it). Runs squeue/scancel: call from a thread. Returns what was done."""
         job = view.slurm.job_id if view.slurm else None

@@ -2,7 +2,7 @@
 
 `QueueKeeper.check()` runs in the poll thread, at most every `every` seconds (or at the next
 poll after `request()`: a run was queued, cancelled or moved). All the queue logic is
-`core.queue`'s: `worker_info` says whether a worker holds the queue's lock, `ensure_worker`
+`core.jobs.queue`'s: `worker_info` says whether a worker holds the queue's lock, `ensure_worker`
 starts `simclr queue work` in its own session when there is work and no worker. The worker
 outlives the TUI, like every run it starts.
 """
@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.queue import QUEUE_DIR, ensure_worker, worker_info
+from core.jobs.queue import QUEUE_DIR, ensure_worker, worker_info
 
 #: a worker just started has this long to take the queue's lock before another is started
 START_GRACE = 15.0

@@ -2,7 +2,7 @@
 
 The store's poll thread calls `SlurmWatch.latest(job_ids)` every poll; it never waits on
 Slurm. When the answer is older than `interval` (or a job id it has not asked about
-appears, at most once a second) it starts one `core.slurm.query` in a thread of its own
+appears, at most once a second) it starts one `core.jobs.slurm.query` in a thread of its own
 (`squeue --states=all`, with `sacct` where the cluster keeps accounting) and returns the
 last answer meanwhile. With no Slurm runs nothing is asked at all, so a machine without
 Slurm never runs `squeue`.
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from core.slurm import JobInfo, SlurmError, query
+from core.jobs.slurm import JobInfo, SlurmError, query
 
 #: seconds between two questions to Slurm (the issue: at most every few seconds)
 INTERVAL = 5.0

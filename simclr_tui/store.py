@@ -1,6 +1,6 @@
 """What the app knows about the runs directory, rebuilt from the files alone.
 
-`RunStore.poll()` runs in a thread worker: it lists the runs (`core.rundir.iter_runs`),
+`RunStore.poll()` runs in a thread worker: it lists the runs (`core.runs.iter_runs`),
 reads each status.json/config.json, tails each metrics.jsonl from its byte offset into
 bounded `Series`, and returns an immutable `Snapshot` that the UI thread renders. Nothing
 here is shared with the UI thread except through that snapshot, so there are no locks.
@@ -10,7 +10,7 @@ its table at once and fills in the curves over a few polls instead of freezing, 
 parsing never holds more than one chunk of records in memory.
 
 Runs submitted with ``--launcher slurm`` take their state from the run directory first and
-Slurm second (`core.slurm.reconcile`), with Slurm's word from `SlurmWatch`: one `squeue`
+Slurm second (`core.jobs.slurm.reconcile`), with Slurm's word from `SlurmWatch`: one `squeue`
 for all of them at most every few seconds, asked in its own thread so that a slow or absent
 controller never holds up a poll.
 """
@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.launch import saved_options, slurm_job_of
-from core.queue import positions
-from core.rundir import (
+from core.jobs.launch import saved_options, slurm_job_of
+from core.jobs.queue import positions
+from core.runs import (
     LIVE_STATES,
     RunInfo,
     iter_runs,
@@ -38,7 +38,7 @@ from core.rundir import (
     read_run,
     read_sweep,
 )
-from core.slurm import RECORD, WAITING, reconcile
+from core.jobs.slurm import RECORD, WAITING, reconcile
 
 from .queue_keeper import WorkerStatus
 from .series import Series, SeriesData, sparkline
@@ -56,7 +56,7 @@ LOSS_TAGS = {"pretrain": "train/loss", "linear-eval": "linear/train_loss", "fine
 def read_metrics_chunk(path: str | Path, offset: int, max_bytes: int) -> tuple[list[dict[str, Any]], int, int]:
     """Complete records after byte ``offset``, reading at most ``max_bytes``.
 
-    The same contract as `core.rundir.read_metrics` (a partial last line is left for the
+    The same contract as `core.runs.read_metrics` (a partial last line is left for the
     next call, garbage lines are skipped) with two additions the UI needs: the read is
     bounded, so a 10 MB backlog is consumed over several polls, and garbage lines are
     counted, so the run can be marked damaged. Returns (records, new offset, bad lines).
@@ -124,7 +124,7 @@ class SlurmJob:
 
     job_id: str
     state: str | None = None      # Slurm's: PENDING, RUNNING, ...; None until Slurm answered
-    reason: str | None = None     # why the run reads as it does (core.slurm.reconcile), e.g. the pending reason
+    reason: str | None = None     # why the run reads as it does (core.jobs.slurm.reconcile), e.g. the pending reason
     partition: str | None = None  # Slurm's answer, else what the job asked for (slurm.json)
     nodes: str | None = None      # where it runs (or ran)
     error: str | None = None      # Slurm could not be asked: the state is the run directory's
@@ -156,7 +156,7 @@ class RunView:
     key: str  # path relative to the runs dir: "NAME" or "NAME/eval/JOB"
     path: Path
     kind: str
-    state: str  # core.rundir.effective_state: running, finished, ..., crashed, damaged
+    state: str  # core.runs.effective_state: running, finished, ..., crashed, damaged
     damage: tuple[str, ...]  # why the run is marked damaged (empty when it is not)
     status: dict[str, Any] | None
     config: dict[str, Any] | None
@@ -182,7 +182,7 @@ class RunView:
     swept: dict[str, Any] = field(default_factory=dict)  # sweep.json: its swept values, seed included
     note: str = ""  # notes.json: the user's note
     tags: tuple[str, ...] = ()  # notes.json: the user's tags
-    position: int | None = None  # queued runs: 1-based place in the queue (core.queue.positions)
+    position: int | None = None  # queued runs: 1-based place in the queue (core.jobs.queue.positions)
     slurm: SlurmJob | None = None  # runs and jobs submitted to Slurm
 
     @property

@@ -2,7 +2,7 @@
 
 A sweep's members are ordinary runs whose sweep.json names it (`RunView.sweep`). The group
 row says how far the sweep got (members finished / members), what is live or queued, and
-its best setting: the swept values without the seed (`core.sweep.setting_label`) whose
+its best setting: the swept values without the seed (`core.jobs.sweep.setting_label`) whose
 members' mean accuracy is highest. A member's accuracy is the best test top-1 of its
 evaluation jobs (linear, fine-tune, kNN), else the best of its kNN monitor.
 """
@@ -14,12 +14,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from statistics import fmean
 
-from core.rundir import LIVE_STATES
-from core.sweep import setting_label
+from core.runs import LIVE_STATES
+from core.jobs.sweep import setting_label
 
 from .store import RunView
 
-#: row keys of group rows; a run name cannot hold ':' (core.rundir.check_run_name)
+#: row keys of group rows; a run name cannot hold ':' (core.runs.check_run_name)
 GROUP_PREFIX = "sweep:"
 #: an evaluation job kind -> how a sweep's best names its metric
 METRIC_NAMES = {"linear-eval": "linear", "finetune": "fine-tune", "knn": "kNN"}

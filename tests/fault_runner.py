@@ -33,9 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from core import checkpoint, cli, dist, trainer
+from core.training import checkpoint, trainer
 
+from core import cli
 
+from core.simclr import dist
 def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.rundir import StatusFile, atomic_write_json, job_result_path, read_json  # noqa: E402
+from core.runs import StatusFile, atomic_write_json, job_result_path, read_json  # noqa: E402
 
 stop = False
 

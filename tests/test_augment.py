@@ -1,4 +1,4 @@
-"""Tests for core.augment.
+"""Tests for core.simclr.augment.
 
 The batched views are checked three ways: every op against torchvision's own
 per-image functional op on the same per-sample factor; a whole batch against a
@@ -19,7 +19,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torchvision.transforms import RandomResizedCrop
 
-from core.augment import (
+from core.simclr.augment import (
     BLUR_P,
     CIFAR10_MEAN,
     CIFAR10_STD,

@@ -13,8 +13,8 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from core import dist
-from core.loss import NTXentLoss
+from core.simclr import dist
+from core.simclr.loss import NTXentLoss
 
 try:
     import pytest_timeout  # noqa: F401

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 import core.evaluation.features as features_mod
-from core.checkpoint import load_checkpoint, save_checkpoint
+from core.training.checkpoint import load_checkpoint, save_checkpoint
 from core.cli import main
 from tests.test_eval_checkpoints import make_run
 

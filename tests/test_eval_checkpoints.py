@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.checkpoint import save_checkpoint
+from core.training.checkpoint import save_checkpoint
 from core.config import PretrainConfig
 from core.evaluation.features import FeatureSource
-from core.models import build_model
-from core.rundir import StatusFile, atomic_write_json
+from core.simclr.models import build_model
+from core.runs import StatusFile, atomic_write_json
 
 TINY = dict(dataset="synthetic", backbone="resnet18", width=4, image_size=16, projection_dim=16,
             batch_size=32, epochs=1, optimizer="adam", lr=1e-3, knn_every=0, device="cpu")
@@ -59,9 +59,9 @@ def test_features_are_frozen_eval_mode_and_deterministic(tmp_path: Path) -> None
     src = FeatureSource(run, "last", PretrainConfig.from_dict({**TINY}), torch.device("cpu"))
     full = src.get("test", say=lambda _: None).x
     enc = src.encoder()
-    from core.augment import normalize_batch
-    from core.data import load_tensor_split
-    from core.pipeline import augment_config
+    from core.simclr.augment import normalize_batch
+    from core.training.data import load_tensor_split
+    from core.training.pipeline import augment_config
     data = load_tensor_split("synthetic", "data", "test", 16, 0)
     with torch.no_grad():
         one = enc.eval()(normalize_batch(data.images[5:6], augment_config(src.cfg)))

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from core.cli import main
-from core.knn import knn_accuracy
+from core.simclr.knn import knn_accuracy
 from tests.test_eval_checkpoints import make_run
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import core.evaluation.finetune as finetune_mod
-from core.augment import AugmentConfig
+from core.simclr.augment import AugmentConfig
 from core.cli import main
-from core.data import synthetic
+from core.training.data import synthetic
 from core.evaluation.finetune import balanced_subset, crop_flip
 from tests.test_eval_checkpoints import make_run
 

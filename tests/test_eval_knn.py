@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from core.knn import knn_accuracy, knn_predict
+from core.simclr.knn import knn_accuracy, knn_predict
 
 
 def brute_force_scores(bank: list[list[float]], bank_labels: list[int], queries: list[list[float]],

@@ -7,10 +7,11 @@ import errno
 import pytest
 import torch
 
-from core import checkpoint as ckpt_mod
-from core import cli, trainer
-from core.checkpoint import load_checkpoint
-from core.rundir import read_json, read_metrics
+from core.training import checkpoint as ckpt_mod
+from core import cli
+from core.training import trainer
+from core.training.checkpoint import load_checkpoint
+from core.runs import read_json, read_metrics
 
 ARGS = ["pretrain", "--preset", "tiny", "--epochs", "2", "--knn-every", "0"]
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from core import lars
-from core.lars import LARS
+from core.simclr import lars
+from core.simclr.lars import LARS
 
 
 def reference_step(w, g, v, lr, momentum, wd, eta, nesterov, decay, adapt):

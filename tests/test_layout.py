@@ -16,18 +16,18 @@ import textwrap
 import pytest
 import torch
 
-from core import layout
+from core.simclr import layout
 from core.config import PretrainConfig
-from core.models import build_model, inference_copy
-from core.trainer import build_training_model
+from core.simclr.models import build_model, inference_copy
+from core.training.trainer import build_training_model
 
 # widths 4-8 at 24 and 32 px: 20 forward + backward steps each, through the trainer's model
 TRAIN_SMALL_WIDTHS = textwrap.dedent("""
     import torch
-    from core import layout
+    from core.simclr import layout
     from core.config import PretrainConfig
-    from core.loss import NTXentLoss
-    from core.trainer import build_training_model
+    from core.simclr.loss import NTXentLoss
+    from core.training.trainer import build_training_model
     torch.manual_seed(0)
     for size in (24, 32):
         for width in (4, 5, 6, 7, 8):

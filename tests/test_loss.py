@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from core.loss import NTXentLoss
+from core.simclr.loss import NTXentLoss
 
 
 def paper_loss(z_i: torch.Tensor, z_j: torch.Tensor, tau: float) -> float:

@@ -15,8 +15,8 @@ import sys
 import pytest
 import torch
 
-from core.checkpoint import load_checkpoint
-from core.rundir import read_json
+from core.training.checkpoint import load_checkpoint
+from core.runs import read_json
 
 COMMON = ["pretrain", "--preset", "tiny", "--max-steps", "1", "--batch-size", "8", "--optimizer", "sgd",
           "--lr", "0.5", "--knn-every", "0", "--weight-decay", "0"]

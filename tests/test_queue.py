@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from core import queue
+from core.jobs import queue
 from core.cli import main
-from core.rundir import read_json, read_run
+from core.runs import read_json, read_run
 
 STAND_IN = [sys.executable, str(Path(__file__).with_name("queue_runner.py"))]
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,9 +29,13 @@ import pytest
 import torch
 from PIL import Image
 
-from core import cli, dist, rundir, trainer
-from core.checkpoint import CheckpointError, load_checkpoint
-from core.rundir import effective_state, iter_runs, process_start_time, read_json, read_metrics
+from core import cli, runs as rundir
+
+from core.simclr import dist
+
+from core.training import trainer
+from core.training.checkpoint import CheckpointError, load_checkpoint
+from core.runs import effective_state, iter_runs, process_start_time, read_json, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULT_RUNNER = [sys.executable, str(ROOT / "tests" / "fault_runner.py")]
@@ -473,7 +477,7 @@ def test_a_claimed_run_dir_is_removed_when_set_up_fails(tmp_path, capsys):
 
 def test_the_run_lock_is_exclusive_and_dies_with_its_process(tmp_path):
     run = tmp_path / "r"
-    code = (f"import time; from core.rundir import hold_run_dir\n"
+    code = (f"import time; from core.runs import hold_run_dir\n"
             f"with hold_run_dir({str(run)!r}):\n print('held', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code], env=subprocess_env(tmp_path), stdout=subprocess.PIPE,
                               text=True)
@@ -582,7 +586,7 @@ def test_hostile_files_are_refused_without_running_their_code(tmp_path):
         assert not MARKER.exists()
 
         # the decoded-image cache: a hostile file in its place is rebuilt, never trusted
-        from core.data import load_tensor_split
+        from core.training.data import load_tensor_split
         data = two_classes(tmp_path / "data", n=2)
         first = load_tensor_split("folder", data, "train", 16)
         cached = list((tmp_path / ".cache").glob("*.pt"))
@@ -601,7 +605,7 @@ def test_hostile_files_are_refused_without_running_their_code(tmp_path):
 @pytest.mark.parametrize("root_exists", [False, True])
 def test_failed_download_leaves_no_trace(tmp_path, offline_cifar10, root_exists):
     """No network: one-line DataError, and the folders and partial files it made are gone."""
-    from core.data import DataError, load_tensor_split
+    from core.training.data import DataError, load_tensor_split
 
     root = tmp_path / "data" / "cifar"
     kept = tmp_path / "data" / "cifar" / "notes.txt"
@@ -620,7 +624,7 @@ def test_failed_download_leaves_no_trace(tmp_path, offline_cifar10, root_exists)
 def test_checkpoint_check_without_mmap_support_reads_the_file(tmp_path, monkeypatch):
     """On a file system that cannot mmap, the cheap check falls back to reading the file:
     a whole checkpoint is never called corrupt for it."""
-    from core.checkpoint import save_checkpoint
+    from core.training.checkpoint import save_checkpoint
 
     path = tmp_path / "last.pt"
     save_checkpoint({"model": {"w": torch.ones(2)}}, path)

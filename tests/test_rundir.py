@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from core.rundir import (
+from core.runs import (
     MetricsWriter,
     eval_job_name,
     effective_state,

@@ -17,9 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from core import cli, trainer
-from core.checkpoint import load_checkpoint
-from core.rundir import effective_state, read_json, read_metrics
+from core import cli
+
+from core.training import trainer
+from core.training.checkpoint import load_checkpoint
+from core.runs import effective_state, read_json, read_metrics
 
 TINY = ["--preset", "tiny", "--knn-k", "10"]
 
@@ -223,7 +225,7 @@ def test_corrupt_or_missing_checkpoint_is_a_clear_error_and_deletes_nothing(tmp_
 
 
 def test_resume_hint_names_the_newest_epoch_checkpoint(tmp_path):
-    from core.trainer import resume_hint
+    from core.training.trainer import resume_hint
 
     (tmp_path / "checkpoints").mkdir()
     assert "no earlier epoch_NNNN.pt" in resume_hint(tmp_path)
@@ -238,7 +240,7 @@ def test_grads_have_their_parameters_strides_for_the_fused_adamw():
     """Fused AdamW on CPU reads grad and parameter with the same strides (torch assumes it:
     a contiguous grad on a channels_last weight gets a wrong update); autograd keeps it."""
     from core.config import PretrainConfig
-    from core.trainer import build_training_model, make_optimizer
+    from core.training.trainer import build_training_model, make_optimizer
 
     cfg = PretrainConfig(dataset="synthetic", width=8, image_size=16, batch_size=4, optimizer="adam")
     model = build_training_model(cfg, torch.device("cpu"))

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from core.schedule import scale_lr, set_lr, warmup_cosine
+from core.simclr.schedule import scale_lr, set_lr, warmup_cosine
 
 BASE, FINAL = 0.8, 0.05
 

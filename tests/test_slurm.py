@@ -3,7 +3,7 @@
 The cluster is started by the ``cluster`` fixture (munged, slurmctld, slurmd, this host as
 the node); without slurm-wlm and munge, or without root, those tests skip with the reason.
 Runs are tiny synthetic ones; every state is read the way the TUI and ``simclr runs`` read
-it: the run directory first, Slurm second (``core.launch.current_state``).
+it: the run directory first, Slurm second (``core.jobs.launch.current_state``).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from core.checkpoint import load_checkpoint
-from core.launch import current_state, strip_launcher_flags
-from core.rundir import read_json, read_metrics
-from core.slurm import JobInfo, SlurmOptions, reconcile, time_seconds
+from core.training.checkpoint import load_checkpoint
+from core.jobs.launch import current_state, strip_launcher_flags
+from core.runs import read_json, read_metrics
+from core.jobs.slurm import JobInfo, SlurmOptions, reconcile, time_seconds
 
 from . import slurm_cluster
 
@@ -255,7 +255,7 @@ def test_bad_launcher_input_is_one_line_and_writes_nothing(tmp_path):
 
 
 def test_the_batch_script_asks_for_what_the_options_say(tmp_path):
-    from core.slurm import batch_script
+    from core.jobs.slurm import batch_script
     opts = SlurmOptions(partition="gpu", time="2-00:00:00", nodes=2, gpus_per_node=4, cpus_per_task=8,
                         account="lab", extra=("#SBATCH --qos=high",)).validate()
     text = batch_script(tmp_path / "r", opts, "r")
@@ -280,8 +280,8 @@ def test_the_batch_script_asks_for_what_the_options_say(tmp_path):
 def test_slurm_flags_round_trip_and_a_run_lends_its_options_to_its_resume_and_evaluations(tmp_path):
     import argparse
 
-    from core.launch import add_launcher_flags, eval_options, slurm_args, slurm_options
-    from core.rundir import atomic_write_json
+    from core.jobs.launch import add_launcher_flags, eval_options, slurm_args, slurm_options
+    from core.runs import atomic_write_json
 
     p = argparse.ArgumentParser()
     add_launcher_flags(p)
@@ -309,7 +309,7 @@ def test_slurm_flags_round_trip_and_a_run_lends_its_options_to_its_resume_and_ev
 
 
 def test_slurm_multi_node_command_meets_at_the_first_node(monkeypatch):
-    from core import slurm_job
+    from core.jobs import slurm_job
     monkeypatch.setenv("SLURM_JOB_ID", "1234")
     monkeypatch.setenv("SLURM_NNODES", "2")
     monkeypatch.setenv("SLURM_JOB_NODELIST", "n[1-2]")
@@ -352,7 +352,7 @@ def test_a_stop_before_the_runner_can_checkpoint_reads_stopped(tmp_path):
     # SIGTERM to the batch step at once: the runner is still starting (no handler yet) and dies
     # of it; the job says the run was stopped, not that it crashed
     from core.config import PretrainConfig, preset
-    from core.rundir import atomic_write_json
+    from core.runs import atomic_write_json
 
     run = tmp_path / "r"
     run.mkdir()
@@ -392,8 +392,8 @@ def test_without_slurms_word_the_heartbeat_decides_never_a_local_pid():
 
 
 def test_a_job_ended_before_its_first_checkpoint_starts_again_from_step_0(tmp_path, monkeypatch):
-    from core.rundir import atomic_write_json, is_unstarted
-    from core.slurm_job import runner_argv
+    from core.runs import atomic_write_json, is_unstarted
+    from core.jobs.slurm_job import runner_argv
     monkeypatch.setenv("SLURM_JOB_ID", STATUS["slurm_job_id"])  # the job that owns the directory
     run = tmp_path / "r"
     (run / "checkpoints").mkdir(parents=True)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from core import trainer
-from core.checkpoint import load_checkpoint
-from core.rundir import effective_state, read_json, read_metrics
-from core.stopping import StopGuard
+from core.training import trainer
+from core.training.checkpoint import load_checkpoint
+from core.runs import effective_state, read_json, read_metrics
+from core.training.stopping import StopGuard
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULT_RUNNER = [sys.executable, str(ROOT / "tests" / "fault_runner.py")]
@@ -170,7 +170,7 @@ def test_a_slow_step_is_not_a_stuck_one(tmp_path):
     is left to finish: Python's own handler ran, so nothing needs rescuing."""
     code = (
         "import os, signal, time, sys\n"
-        "from core.stopping import StopGuard\n"
+        "from core.training.stopping import StopGuard\n"
         "with StopGuard() as g:\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "    end = time.time() + 4\n"

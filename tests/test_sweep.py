@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from core import queue, sweep
+from core.jobs import queue, sweep
 from core.config import ConfigError
-from core.rundir import read_json, read_run
+from core.runs import read_json, read_run
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = [f"demo-temperature={t},seed={s}" for s in (0, 1) for t in (0.2, 0.5)]

@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import PretrainConfig
-from ..rundir import StatusFile, atomic_write_json, read_json
+from core.config import PretrainConfig
+from core.runs import StatusFile, atomic_write_json, read_json
 
 BASELINES = ("raw-pixels", "random-encoder")
 
@@ -31,7 +31,7 @@ def baseline_of(run_dir: Path) -> str | None:
 
 def create_baseline(run_dir: Path, which: str, cfg: PretrainConfig, argv: list[str] | None = None) -> None:
     """Write the baseline's run directory (config, meta, status; the random encoder's checkpoint)."""
-    from ..runlog import git_commit, versions
+    from core.training.runlog import git_commit, versions
 
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", cfg.to_dict())
@@ -41,8 +41,8 @@ def create_baseline(run_dir: Path, which: str, cfg: PretrainConfig, argv: list[s
     if which == "random-encoder":
         import torch
 
-        from ..checkpoint import save_checkpoint
-        from ..models import build_model
+        from core.training.checkpoint import save_checkpoint
+        from core.simclr.models import build_model
 
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.backbone, cfg.width, cfg.image_size, cfg.projection_dim)

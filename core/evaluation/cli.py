@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..clitools import UsageError
-from ..config import BACKBONES, DATASETS, PretrainConfig, dash
-from ..launch import add_launcher_flags, slurm_options
-from ..rundir import check_checkpoint_name, check_run_name, eval_dataset_tag, eval_job_name, read_json
-from .baselines import BASELINES, baseline_of
-from .settings import L2_GRID, PROTOCOLS, LinearSettings
+from core.errors import UsageError
+from core.config import BACKBONES, DATASETS, PretrainConfig, dash
+from core.jobs.launch import add_launcher_flags, slurm_options
+from core.runs import check_checkpoint_name, check_run_name, eval_dataset_tag, eval_job_name, read_json
+from core.evaluation.baselines import BASELINES, baseline_of
+from core.evaluation.settings import L2_GRID, PROTOCOLS, LinearSettings
 
 #: chosen by measurement (docs/EVALUATION.md): higher test accuracy in less time than the seed's Adam
 DEFAULT_PROTOCOL = "lbfgs"
@@ -153,7 +153,7 @@ def run_config(run_dir: Path) -> PretrainConfig:
 
 def check_data(cfg: PretrainConfig, images_needed: bool = True) -> None:
     """The data an evaluation reads is there (``images_needed``: not only cached features)."""
-    from ..data import ensure_downloaded, has_test_split
+    from core.training.data import ensure_downloaded, has_test_split
     if cfg.dataset == "folder" and not Path(cfg.data_dir).exists():
         raise _usage(f"--data-dir {cfg.data_dir} does not exist; point it at the folder (or .zip) of class folders")
     if not has_test_split(cfg.dataset, cfg.data_dir):
@@ -165,7 +165,7 @@ def check_data(cfg: PretrainConfig, images_needed: bool = True) -> None:
 
 def _other_checkpoint(run_dir: Path) -> str:
     """What to evaluate instead of an unreadable checkpoint."""
-    from ..checkpoint import epoch_checkpoints
+    from core.training.checkpoint import epoch_checkpoints
     saved = [p.stem for p in epoch_checkpoints(run_dir)]
     if saved:
         return f"evaluate another one with --checkpoint epoch_NNNN (saved: {', '.join(saved[-3:])})"
@@ -174,9 +174,9 @@ def _other_checkpoint(run_dir: Path) -> str:
 
 def resolve_target(args: argparse.Namespace, kind: str, label_fraction: float | None = None) -> Target:
     """Every check that can fail on bad input, before anything is written."""
-    from ..checkpoint import checkpoint_path, load_checkpoint
-    from ..trainer import pick_device
-    from .job import job_is_live
+    from core.training.checkpoint import checkpoint_path, load_checkpoint
+    from core.training.trainer import pick_device
+    from core.evaluation.job import job_is_live
 
     run_dir = Path(args.run_dir)
     own = run_config(run_dir)
@@ -203,7 +203,7 @@ def resolve_target(args: argparse.Namespace, kind: str, label_fraction: float | 
     cfg.validate()
     device = pick_device(cfg)
     # linear-eval and knn of a checkpoint whose features are cached read no images
-    from .features import FeatureSource
+    from core.evaluation.features import FeatureSource
     source = FeatureSource(run_dir, args.checkpoint, cfg, device, dataset_tag=tag)
     cached = kind in ("linear", "knn") and baseline != "raw-pixels" and all(
         source.cache_file(split).is_file() for split in ("train", "test"))
@@ -235,7 +235,7 @@ def linear_settings(args: argparse.Namespace) -> LinearSettings:
 
 
 def feature_source(t: Target):
-    from .features import FeatureSource
+    from core.evaluation.features import FeatureSource
     return FeatureSource(t.run_dir, t.checkpoint, t.cfg, t.device, prefer_ema=t.prefer_ema,
                          pixels=t.baseline == "raw-pixels", dataset_tag=t.dataset_tag, workers=t.workers)
 
@@ -247,8 +247,8 @@ def submitted(args: argparse.Namespace, t: Target, job: str) -> bool:
     opts = slurm_options(args, inherit=t.run_dir)
     if opts is None:
         return False
-    from ..launch import strip_launcher_flags, submit_eval
-    from ..slurm import available
+    from core.jobs.launch import strip_launcher_flags, submit_eval
+    from core.jobs.slurm import available
 
     if available():
         raise _usage(available())
@@ -270,8 +270,8 @@ def cmd_linear_eval(args: argparse.Namespace) -> int:
 
 
 def _run_linear(t: Target, s: LinearSettings) -> int:
-    from .frozen import linear_eval
-    from .job import EvalJob
+    from core.evaluation.frozen import linear_eval
+    from core.evaluation.job import EvalJob
 
     source = feature_source(t)
     job = EvalJob(t.run_dir, eval_job_name("linear", t.checkpoint, t.dataset_tag), "linear-eval", t.checkpoint)
@@ -279,8 +279,8 @@ def _run_linear(t: Target, s: LinearSettings) -> int:
 
 
 def cmd_knn(args: argparse.Namespace) -> int:
-    from .frozen import knn_eval
-    from .job import EvalJob
+    from core.evaluation.frozen import knn_eval
+    from core.evaluation.job import EvalJob
 
     if args.k < 1:
         raise _usage(f"--k must be at least 1 (got {args.k})")
@@ -295,8 +295,8 @@ def cmd_knn(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from .finetune import FinetuneSettings, default_epochs, finetune
-    from .job import EvalJob
+    from core.evaluation.finetune import FinetuneSettings, default_epochs, finetune
+    from core.evaluation.job import EvalJob
 
     f = args.label_fraction
     if not 0 < f <= 1:
@@ -324,7 +324,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from .baselines import create_baseline
+    from core.evaluation.baselines import create_baseline
 
     run_dir = Path(args.run_dir)
     check_run_name(run_dir.name)
@@ -337,7 +337,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     cfg = base.replace(**given, knn_every=0, checkpoint_every=0, device=args.device).validate()
     check_data(cfg)
     s = linear_settings(args)
-    from ..trainer import pick_device
+    from core.training.trainer import pick_device
     device = pick_device(cfg)
     workers = cfg.workers if args.workers is None else args.workers
     create_baseline(run_dir, args.which, cfg.replace(device="auto"), argv=sys.argv)
@@ -345,7 +345,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from .results import collect, groups, render, rows
+    from core.evaluation.results import collect, groups, render, rows
 
     if not Path(args.runs_dir).is_dir():
         raise _usage(f"--runs-dir {args.runs_dir} does not exist")

@@ -3,7 +3,7 @@
 ``runs/NAME/features/<split>-<checkpoint>.pt`` (``<dataset>-<split>-<checkpoint>.pt`` when
 evaluating on another dataset than the run's) holds ``{"key", "features" (N, D) float32,
 "labels" (N,) int64, "classes"}``. Features are the encoder's output h (before the
-projection head), BatchNorm in eval mode, no augmentation (``core.pipeline.encode``).
+projection head), BatchNorm in eval mode, no augmentation (``core.training.pipeline.encode``).
 
 The key names the checkpoint file by size and modification time, so a checkpoint that was
 rewritten (pretraining went on, a resume, a copy of another run) invalidates the cache; it
@@ -11,7 +11,7 @@ also names the encoder weights (EMA or online) and the data (dataset, data dir, 
 split). A cache whose key differs is re-encoded and overwritten, atomically.
 
 Raw pixels (the logistic-regression baseline) go through the same path with a flattening
-"encoder" and are not cached: the decoded images already are (``core.data``).
+"encoder" and are not cached: the decoded images already are (``core.training.data``).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import checkpoint_path, load_checkpoint
-from ..config import PretrainConfig
-from ..data import DataError
-from ..pipeline import encode, labelled_split
+from core.training.checkpoint import checkpoint_path, load_checkpoint
+from core.config import PretrainConfig
+from core.training.data import DataError
+from core.training.pipeline import encode, labelled_split
 
 CACHE_VERSION = 1
 
@@ -91,7 +91,7 @@ class FeatureSource:
         if self.pixels:
             return nn.Flatten()
         if self._loaded is None:
-            from ..trainer import load_encoder
+            from core.training.trainer import load_encoder
             enc, _, ckpt = load_encoder(self.run_dir, self.checkpoint, self.prefer_ema, self.device)
             self._loaded = (enc, ckpt)
         return self._loaded[0]

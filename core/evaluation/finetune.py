@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..augment import (
+from core.simclr.augment import (
     CROP_TRIES,
     FLIP_P,
     AugmentConfig,
@@ -28,12 +28,12 @@ from ..augment import (
     normalize_batch,
     sample_crop_boxes,
 )
-from ..data import TensorData
-from ..pipeline import augment_config, encode, labelled_split
-from ..schedule import set_lr, warmup_cosine
-from .features import FeatureSource, split_classes
-from .job import EvalJob
-from .metrics import classification_report, topk_accuracy
+from core.training.data import TensorData
+from core.training.pipeline import augment_config, encode, labelled_split
+from core.simclr.schedule import set_lr, warmup_cosine
+from core.evaluation.features import FeatureSource, split_classes
+from core.evaluation.job import EvalJob
+from core.evaluation.metrics import classification_report, topk_accuracy
 
 CROP_SCALE = (0.2, 1.0)
 
@@ -127,7 +127,7 @@ def finetune(job: EvalJob, source: FeatureSource, s: FinetuneSettings) -> dict[s
 
     The encoder is the one frozen evaluations use (``source.encoder()``), but it trains here.
     """
-    from ..trainer import amp_dtype
+    from core.training.trainer import amp_dtype
 
     job.progress(force=True, phase="loading")
     cfg, device, workers = source.cfg, source.device, source.workers
@@ -163,7 +163,7 @@ def finetune(job: EvalJob, source: FeatureSource, s: FinetuneSettings) -> dict[s
                 idx = idx.to(device)
                 yield crop_flip(images[idx], acfg, aug_g), ys[idx]
     else:
-        from ..data import ImageListDataset
+        from core.training.data import ImageListDataset
         augmented = ImageListDataset(cfg.dataset, cfg.data_dir, "labelled-train", _CropFlip(acfg))
 
         def epoch_batches() -> Iterator[tuple[Tensor, Tensor]]:

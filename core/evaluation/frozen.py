@@ -9,12 +9,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..data import DataError
-from ..knn import knn_predict
-from .features import Features, FeatureSource
-from .job import EvalJob
-from .linear import LinearClassifier, LinearSettings, train_linear
-from .metrics import classification_report, topk_accuracy
+from core.training.data import DataError
+from core.simclr.knn import knn_predict
+from core.evaluation.features import Features, FeatureSource
+from core.evaluation.job import EvalJob
+from core.evaluation.linear import LinearClassifier, LinearSettings, train_linear
+from core.evaluation.metrics import classification_report, topk_accuracy
 
 
 def load_splits(source: FeatureSource, job: EvalJob) -> tuple[Features, Features]:

@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from ..rundir import (
+from core.runs import (
     LIVE_STATES,
     MetricsWriter,
     StatusFile,
@@ -29,7 +29,7 @@ from ..rundir import (
     job_result_path,
     read_json,
 )
-from ..stopping import StopGuard
+from core.training.stopping import StopGuard
 
 
 class StopRequested(Exception):
@@ -94,7 +94,7 @@ class EvalJob:
     # ------------------------------------------------------------------ running it
     @contextlib.contextmanager
     def _stop_on_signals(self):
-        """SIGTERM/SIGINT set the stop flag while the job runs (``core.stopping``: a job stuck
+        """SIGTERM/SIGINT set the stop flag while the job runs (``core.training.stopping``: a job stuck
         in native code is ended after the grace period, a second signal ends it at once); the
         old handlers come back after."""
         def on_signal():
@@ -118,8 +118,8 @@ class EvalJob:
         """Run ``work(job)``, which returns the result dict. Exit code: 0 finished or stopped, 1 failed."""
         from torch.utils.tensorboard import SummaryWriter
 
-        from ..clitools import tee_to
-        from ..trainer import one_line
+        from core.runs.output import tee_to
+        from core.training.trainer import one_line
 
         self.dir.mkdir(parents=True, exist_ok=True)
         self.result_path.unlink(missing_ok=True)

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .job import StopRequested
-from .settings import L2_GRID, PROTOCOLS, LinearSettings  # noqa: F401 - re-exported
+from core.evaluation.job import StopRequested
+from core.evaluation.settings import L2_GRID, PROTOCOLS, LinearSettings  # noqa: F401 - re-exported
 
 #: the L2 sweep stops after this many weaker penalties in a row scored below the best
 SWEEP_PATIENCE = 2

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..rundir import iter_runs, read_json, read_sweep
+from core.runs import iter_runs, read_json, read_sweep
 
 COLUMNS = ("Method", "Batch Size", "Backbone", "Projection dim", "Epochs", "Optimizer", "Dataset",
            "Accuracy", "Run")

@@ -92,7 +92,7 @@ class EvalDialog(ModalScreen[tuple[str, str, float | None] | None]):
 class NotesDialog(ModalScreen[tuple[str, str] | None]):
     """A run's note (several lines) and tags; dismisses with (note, tags text) on save.
 
-    The tags text is split on commas and spaces by `core.rundir.write_notes`.
+    The tags text is split on commas and spaces by `core.runs.write_notes`.
     """
 
     BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "save", "Save")]

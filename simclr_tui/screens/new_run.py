@@ -20,9 +20,9 @@ from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static, Switch
 
 from core.config import PRESET_NOTES, PRESETS, ConfigError, PretrainConfig
-from core.launch import saved_options, slurm_args
-from core.rundir import check_run_name, generate_run_name, resolve_run_dir
-from core.slurm import SlurmOptions
+from core.jobs.launch import saved_options, slurm_args
+from core.runs import check_run_name, generate_run_name, resolve_run_dir
+from core.jobs.slurm import SlurmOptions
 
 from ..configform import (
     DATASET_DEFAULTS,

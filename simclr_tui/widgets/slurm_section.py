@@ -1,6 +1,6 @@
 """The New-run form's "Slurm" section: the `--slurm-*` options of a run submitted to Slurm.
 
-Its fields are generated from `core.slurm.SlurmOptions` (one per field, its help as the
+Its fields are generated from `core.jobs.slurm.SlurmOptions` (one per field, its help as the
 tooltip); the form shows the section when its launcher is slurm. `options()` gives the
 validated `SlurmOptions`, the same object `simclr pretrain --launcher slurm` builds from
 its flags, so the form and the command line cannot disagree.
@@ -16,8 +16,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label, Select, Static
 
 from core.config import ConfigError, base_type, dash
-from core.launch import slurm_flag
-from core.slurm import SlurmOptions
+from core.jobs.launch import slurm_flag
+from core.jobs.slurm import SlurmOptions
 
 #: --slurm-extra holds several sbatch lines in one input, separated by this
 EXTRA_SEPARATOR = ";"

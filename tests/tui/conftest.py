@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.rundir import LIVE_STATES, effective_state, read_json
+from core.runs import LIVE_STATES, effective_state, read_json
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from core.config import ConfigError, PretrainConfig, preset  # noqa: E402
-from core.rundir import (  # noqa: E402
+from core.runs import (  # noqa: E402
     MetricsWriter,
     StatusFile,
     atomic_write_json,

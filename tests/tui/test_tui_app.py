@@ -378,7 +378,7 @@ async def test_clone_a_run_into_the_form(runs_dir, fast_runs):
 
 
 async def test_a_stop_that_did_not_wait_for_its_step_shows_its_note(runs_dir):
-    """status.json as core.stopping leaves it: stopped at the last checkpoint, with a note."""
+    """status.json as core.training.stopping leaves it: stopped at the last checkpoint, with a note."""
     import json
     import socket
     import time as _time

@@ -16,7 +16,7 @@ import pytest
 from textual.widgets import DataTable
 from tui_helpers import FAKE_RUNNER, screen_text, wait_for, wait_screen
 
-from core.rundir import atomic_write_json, write_notes
+from core.runs import atomic_write_json, write_notes
 from simclr_tui.app import make_app
 from simclr_tui.screens.compare import CompareScreen
 from simclr_tui.screens.results import ResultsScreen

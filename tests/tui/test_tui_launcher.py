@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tui_helpers import FAKE_RUNNER
 
-from core.rundir import read_json, read_run
+from core.runs import read_json, read_run
 from simclr_tui.launcher import Launcher, LaunchError, display_command, eval_job_name
 from simclr_tui.store import RunStore
 

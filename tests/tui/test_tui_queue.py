@@ -20,8 +20,8 @@ import pytest
 from textual.widgets import Input, TextArea
 from tui_helpers import FAKE_RUNNER, cursor_to, screen_text, wait_for, wait_screen
 
-from core.queue import positions, worker_info
-from core.rundir import atomic_write_json, read_notes, write_notes
+from core.jobs.queue import positions, worker_info
+from core.runs import atomic_write_json, read_notes, write_notes
 from simclr_tui import fmt
 from simclr_tui.app import make_app
 from simclr_tui.screens.detail import RunDetailScreen

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from tui_helpers import FAKE_RUNNER, screen_text, wait_for, wait_screen
 
-from core.rundir import atomic_write_json, process_start_time
+from core.runs import atomic_write_json, process_start_time
 from simclr_tui.app import make_app
 from simclr_tui.launcher import Launcher, LaunchError
 from simclr_tui.screens.detail import RunDetailScreen
@@ -243,7 +243,7 @@ def test_fifty_runs_ten_live_update_within_a_second_in_bounded_memory(tmp_path, 
 WRITER = r"""
 import json, os, sys, time
 sys.path.insert(0, sys.argv[1])
-from core.rundir import MetricsWriter
+from core.runs import MetricsWriter
 path, n, rate, torn = sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5] == "torn"
 writer = MetricsWriter(path) if not torn else None
 raw = open(path, "ab", buffering=0) if torn else None

@@ -1,5 +1,5 @@
 """Slurm runs in the TUI: states from the run directory first and Slurm second, the job id,
-partition, node and pending reason on screen, `x` through `core.launch.stop`, and the form's
+partition, node and pending reason on screen, `x` through `core.jobs.launch.stop`, and the form's
 launcher and Slurm options.
 
 Most tests answer for Slurm with a stand-in `query` (the store asks it in a thread of its
@@ -19,9 +19,9 @@ import pytest
 from textual.widgets import Input, Select
 from tui_helpers import FAKE_RUNNER, cursor_to, screen_text, wait_for, wait_screen
 
-from core.clitools import UsageError
-from core.rundir import atomic_write_json, read_json
-from core.slurm import JobInfo, SlurmError, SlurmOptions
+from core.errors import UsageError
+from core.runs import atomic_write_json, read_json
+from core.jobs.slurm import JobInfo, SlurmError, SlurmOptions
 from simclr_tui.app import make_app
 from simclr_tui.enqueue import CliResult
 from simclr_tui.screens.detail import RunDetailScreen
@@ -51,7 +51,7 @@ def slurm_run(runs_dir: Path, name: str, job: str, state: str = "queued", beat_a
 
 
 class FakeSlurm:
-    """`core.slurm.query` as a cluster would answer it; counts the questions."""
+    """`core.jobs.slurm.query` as a cluster would answer it; counts the questions."""
 
     def __init__(self, jobs: dict[str, JobInfo]) -> None:
         self.jobs = jobs

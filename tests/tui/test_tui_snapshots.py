@@ -19,7 +19,7 @@ from textual.widgets import Input, Select
 from tui_helpers import FAKE_RUNNER, screen_text, wait_for
 
 from core.config import PretrainConfig, preset
-from core.rundir import atomic_write_json
+from core.runs import atomic_write_json
 from simclr_tui.app import make_app
 from simclr_tui.screens.compare import CompareScreen
 from simclr_tui.screens.detail import RunDetailScreen

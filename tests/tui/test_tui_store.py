@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.rundir import atomic_write_json, read_metrics
+from core.runs import atomic_write_json, read_metrics
 from simclr_tui.series import Series, resample, smooth, sparkline
 from simclr_tui.store import RunStore, read_metrics_chunk, result_accuracy
 
@@ -64,7 +64,7 @@ def test_smooth_resample_sparkline():
 
 # ---------------------------------------------------------------------- tailing
 def test_chunked_reader_agrees_with_core_read_metrics(tmp_path):
-    """Whatever the chunk size, the records are exactly those core.rundir.read_metrics sees."""
+    """Whatever the chunk size, the records are exactly those core.runs.read_metrics sees."""
     path = tmp_path / "metrics.jsonl"
     rng = random.Random(1)
     lines = []

@@ -15,7 +15,7 @@ import pytest
 from textual.widgets import Checkbox, Input, Select
 from tui_helpers import screen_text, wait_for, wait_screen
 
-from core.rundir import read_json
+from core.runs import read_json
 from simclr_tui.app import make_app
 from simclr_tui.screens.new_run import NewRunScreen
 from simclr_tui.screens.runs import RunsScreen

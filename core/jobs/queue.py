@@ -38,8 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .config import ConfigError, PretrainConfig
-from .rundir import (
+from core.config import PretrainConfig
+from core.errors import ConfigError, QueueError
+from core.runs import (
     LIVE_STATES,
     atomic_write_json,
     eval_dataset_tag,
@@ -60,10 +61,6 @@ except ImportError:  # not POSIX: no locks, one worker assumed
 QUEUE_DIR = ".queue"
 THEN_COMMANDS = ("linear-eval", "knn", "finetune")
 _JOB_KINDS = {"linear-eval": "linear", "knn": "knn", "finetune": "finetune"}
-
-
-class QueueError(RuntimeError):
-    """A queue operation that cannot be done as asked; the message says why and what to do."""
 
 
 # ---------------------------------------------------------------------- files and locks
@@ -339,7 +336,7 @@ def child_env(gpu: str | None = None) -> dict[str, str]:
     """The environment of a started run: unbuffered output, this ``core`` importable, and its
     own GPU when the worker hands them out."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu

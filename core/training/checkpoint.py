@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError  # defined torch-free, for the command line
+from core.errors import CheckpointError  # defined torch-free, for the command line
 
 VERSION = 1
 

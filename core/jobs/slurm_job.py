@@ -1,4 +1,4 @@
-"""`simclr slurm-job DIR`: what a Slurm job runs (the batch script execs it; core.slurm writes that).
+"""`simclr slurm-job DIR`: what a Slurm job runs (the batch script execs it; core.jobs.slurm writes that).
 
 It is the batch shell's process on the job's first node, and it:
 
@@ -27,8 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from .rundir import PRE_START_FILES, atomic_write_json, is_unstarted, read_json
-from .slurm import RECORD, SlurmOptions, job_id_of, this_job
+from core.runs import PRE_START_FILES, atomic_write_json, is_unstarted, read_json
+from core.jobs.slurm import RECORD, SlurmOptions, job_id_of, this_job
 
 #: what a run directory keeps when a job ended before its first checkpoint starts it again
 KEEP_ON_RESTART = PRE_START_FILES | {"config.json", "status.json", "eval"}

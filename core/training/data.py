@@ -27,7 +27,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from .errors import DataError  # defined torch-free, for the command line
+from core.errors import DataError  # defined torch-free, for the command line
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 SPLIT_NAMES = {"train": ("train",), "test": ("test", "val")}

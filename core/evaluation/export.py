@@ -25,16 +25,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .checkpoint import checkpoint_path
-from .config import PretrainConfig
-from .errors import CheckpointError
-from .rundir import atomic_write_text, check_checkpoint_name, read_json
+from core.training.checkpoint import checkpoint_path
+from core.config import PretrainConfig
+from core.errors import CheckpointError, ExportError
+from core.runs import atomic_write_text, check_checkpoint_name, read_json
 
 FORMATS = ("torchvision", "safetensors", "torch-export")
-
-
-class ExportError(ValueError):
-    """An export that cannot be made as asked; one line, exit 2, nothing written."""
 
 
 def run_config(run_dir: Path) -> PretrainConfig:
@@ -52,15 +48,15 @@ def load_encoder(run_dir: str | Path, checkpoint: str = "last", ema: bool | None
     ``ema``: None uses the EMA weights when the run kept them (as evaluations do), True
     requires them, False takes the online encoder.
     """
-    from .augment import eval_transform
-    from .pipeline import augment_config
+    from core.simclr.augment import eval_transform
+    from core.training.pipeline import augment_config
 
     encoder, cfg, _ = _load(Path(run_dir), checkpoint, ema, device)
     return encoder, eval_transform(augment_config(cfg))
 
 
 def _load(run_dir: Path, checkpoint: str, ema: bool | None, device: str | torch.device = "cpu"):
-    from .trainer import load_encoder as load_trained
+    from core.training.trainer import load_encoder as load_trained
 
     cfg = run_config(run_dir)
     path = checkpoint_path(run_dir, check_checkpoint_name(checkpoint))
@@ -76,7 +72,7 @@ def _load(run_dir: Path, checkpoint: str, ema: bool | None, device: str | torch.
 def describe(run_dir: Path, checkpoint: str, cfg: PretrainConfig, ckpt: dict, ema_used: bool, fmt: str,
              with_head: bool, feature_dim: int) -> dict[str, Any]:
     """The sidecar: everything needed to use the weights, and what they are known to score."""
-    from .pipeline import augment_config
+    from core.training.pipeline import augment_config
 
     acfg = augment_config(cfg)
     progress = ckpt.get("progress") if isinstance(ckpt.get("progress"), dict) else {}
@@ -113,7 +109,7 @@ def export(run_dir: str | Path, out: str | Path, fmt: str, checkpoint: str = "la
     encoder, cfg, ckpt = _load(run_dir, checkpoint, ema)
     net: nn.Module = encoder
     if with_head:  # the head's trained weights are in the checkpoint already read
-        from .models import build_model, clean_state_dict
+        from core.simclr.models import build_model, clean_state_dict
         model = build_model(cfg.backbone, cfg.width, cfg.image_size, cfg.projection_dim)
         model.load_state_dict(clean_state_dict(ckpt["model"]))
         net = nn.Sequential(encoder, model.projector).eval()

@@ -113,7 +113,7 @@ def inference_copy(net: nn.Module) -> nn.Module:
     Every BatchNorm that directly follows a convolution inside a ResNet (our encoder's stem,
     torchvision's ``BasicBlock``/``Bottleneck`` and their downsample branches) is folded into
     that convolution (its running statistics and affine become the convolution's weight and
-    bias), and the copy is in the layout ``core.layout`` chooses (channels_last except on CPU
+    bias), and the copy is in the layout ``core.simclr.layout`` chooses (channels_last except on CPU
     below width 8). Outputs equal the eval-mode original to float rounding (a few 1e-7
     relative). ``net`` itself is not modified. On 2 CPU cores this made a forward pass of 512
     32-px images with ResNet-18 width 16 about 2x faster than NCHW with separate BatchNorms
@@ -149,7 +149,7 @@ def inference_copy(net: nn.Module) -> nn.Module:
         fused = fuse_conv_bn_eval(getattr(new_parent, conv), getattr(new_parent, bn))
         setattr(new_parent, conv, fused)
         setattr(new_parent, bn, nn.Identity())
-    from .layout import to_layout
+    from core.simclr.layout import to_layout
     device = next(copied.parameters()).device
     return to_layout(copied, device)
 

@@ -16,7 +16,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from .augment import (
+from core.simclr.augment import (
     AugmentConfig,
     BatchedViews,
     ViewParams,
@@ -24,10 +24,10 @@ from .augment import (
     normalize_batch,
     per_image_views,
 )
-from .config import PretrainConfig
-from .data import ImageListDataset, TensorData, batches, load_tensor_split, stats_for
-from .layout import memory_format
-from .models import inference_copy
+from core.config import PretrainConfig
+from core.training.data import ImageListDataset, TensorData, batches, load_tensor_split, stats_for
+from core.simclr.layout import memory_format
+from core.simclr.models import inference_copy
 
 
 def augment_config(cfg: PretrainConfig) -> AugmentConfig:
@@ -153,7 +153,7 @@ def encode(encoder: torch.nn.Module, data, cfg: PretrainConfig, device: torch.de
     """Frozen-encoder features h (N, D) float32 and labels (N,) for a labelled split.
 
     The encoder runs in eval mode, with its BatchNorms folded into its convolutions and in
-    the layout ``core.layout`` chooses (``core.models.inference_copy``); ``encoder`` itself
+    the layout ``core.simclr.layout`` chooses (``core.simclr.models.inference_copy``); ``encoder`` itself
     is left as it was.
     """
     was_training = encoder.training

@@ -23,6 +23,8 @@ try:
 except ImportError:  # not POSIX: appends and the resume rewrite go unlocked
     fcntl = None
 
+from core.errors import RunBusyError, RunNameError
+
 STATES = ("queued", "starting", "running", "finished", "failed", "stopped")
 #: states in which the writing process is expected to be alive
 LIVE_STATES = ("starting", "running")
@@ -35,7 +37,7 @@ _CHECKPOINT_RE = re.compile(r"(last|epoch_\d{4,})")
 #: folders of the runs directory that are not runs (the queue's own, `.queue`, cannot be a name anyway)
 RESERVED_NAMES = ("exports",)
 #: files a run directory may hold before its runner starts: the TUI's log, and what the queue
-#: (core.queue) and the user (notes) put there; config.json and status.json only while queued
+#: (core.jobs.queue) and the user (notes) put there; config.json and status.json only while queued
 PRE_START_FILES = frozenset({"stdout.log", "notes.json", "queue.json", "sweep.json", "slurm.json", "slurm.sh"})
 
 
@@ -121,7 +123,7 @@ def effective_state(status: dict[str, Any] | None, now: float | None = None) -> 
         return state
     if status.get("host") == socket.gethostname() and status.get("launcher") != "slurm":
         # a Slurm job's pid says nothing here (another host, or a job Slurm may requeue): the
-        # heartbeat, and Slurm's own word (core.slurm.reconcile), decide
+        # heartbeat, and Slurm's own word (core.jobs.slurm.reconcile), decide
         alive = process_alive(status.get("pid"), status.get("start_time"))
         if alive is False:
             return "crashed"
@@ -163,7 +165,7 @@ class StatusFile:
         }
         self.data.update(fields)
         self._last_write = 0.0
-        self._lock = threading.Lock()  # the stop watcher (core.stopping) writes from its own thread
+        self._lock = threading.Lock()  # the stop watcher (core.training.stopping) writes from its own thread
         self._final = False
 
     def update(self, force: bool = True, **fields: Any) -> None:
@@ -396,7 +398,7 @@ def write_notes(run_dir: str | Path, note: str | None = None, tags: list[str] | 
 def check_checkpoint_name(name: str) -> str:
     """``last`` or ``epoch_NNNN``: a file in the run's checkpoints/, never a path elsewhere."""
     if not _CHECKPOINT_RE.fullmatch(name):
-        raise ValueError(f"--checkpoint must be last or epoch_NNNN (got {name!r})")
+        raise RunNameError(f"--checkpoint must be last or epoch_NNNN (got {name!r})")
     return name
 
 
@@ -404,9 +406,9 @@ def check_run_name(name: str) -> str:
     """A run name is one path component of letters, digits, '.', '_' and '-'."""
     # fullmatch: with match(), "$" also matches before a trailing newline ("x\n" got in)
     if name in RESERVED_NAMES:
-        raise ValueError(f"run name {name!r} is reserved: the TUI writes its exports to runs/{name}/; choose another")
+        raise RunNameError(f"run name {name!r} is reserved: the TUI writes its exports to runs/{name}/; choose another")
     if not _NAME_RE.fullmatch(name) or name in (".", "..") or ".." in name:
-        raise ValueError(f"run name {name!r} is not allowed: use letters, digits, '.', '_', '-', '=' and ',' "
+        raise RunNameError(f"run name {name!r} is not allowed: use letters, digits, '.', '_', '-', '=' and ',' "
                          f"(at most 100, starting with a letter or digit; no '/' or '..')")
     return name
 
@@ -417,7 +419,7 @@ def resolve_run_dir(runs_dir: str | Path, name: str) -> Path:
     root = Path(runs_dir).resolve()
     path = (root / name).resolve()
     if path.parent != root:
-        raise ValueError(f"run name {name!r} escapes the runs directory {root}")
+        raise RunNameError(f"run name {name!r} escapes the runs directory {root}")
     return path
 
 
@@ -447,10 +449,6 @@ def claim_run_dir(runs_dir: str | Path, dataset: str, backbone: str) -> Path:
             return path
         except FileExistsError:
             continue  # taken between the check and the mkdir: the next name
-
-
-class RunBusyError(RuntimeError):
-    """Another process is writing this run directory."""
 
 
 @contextlib.contextmanager

@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from .config import PretrainConfig
-from .rundir import MetricsWriter, StatusFile, atomic_write_json, truncate_metrics_after
+from core.config import PretrainConfig
+from core.runs import MetricsWriter, StatusFile, atomic_write_json, truncate_metrics_after
 
 
 def git_commit() -> str | None:
@@ -55,7 +55,7 @@ class RunLog:
         atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
         import torch
 
-        from . import dist
+        from core.simclr import dist
         device = ("cuda:" + torch.cuda.get_device_name()) if torch.cuda.is_available() else "cpu"
         meta = {"versions": versions(), "device": device, "host": socket.gethostname(),
                 "git_commit": git_commit(), "argv": argv or sys.argv, "world_size": dist.get_world_size(),
@@ -141,7 +141,7 @@ class RunLog:
         self.close()
 
     def abandoned(self, why: str, saved: dict[str, int] | None) -> str | None:
-        """The process is ending without finishing its step (core.stopping): ``stopped`` at
+        """The process is ending without finishing its step (core.training.stopping): ``stopped`` at
         the step checkpoints/last.pt holds, with a note. Called from the stop watcher while
         the main thread is stuck, so it prints nothing (the main thread may hold stdout's
         lock) and returns the note instead."""

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .data import IMAGE_EXTS
-from .errors import DataError
+from core.training.data import IMAGE_EXTS
+from core.errors import DataError
 
 
 def list_images(root: Path) -> tuple[list[str], list[int], list[str]]:
@@ -43,8 +43,8 @@ def list_images(root: Path) -> tuple[list[str], list[int], list[str]]:
 def embed(run_dir: str | Path, data_dir: str | Path, out: str | Path, checkpoint: str = "last",
           ema: bool | None = None, batch_size: int = 256, device: str = "auto") -> dict:
     """Write the .npz; every check first, so bad input writes nothing. Returns a summary."""
-    from .export import load_encoder, run_config
-    from .trainer import pick_device
+    from core.evaluation.export import load_encoder, run_config
+    from core.training.trainer import pick_device
 
     run_dir, root, out = Path(run_dir), Path(data_dir), Path(out)
     if out.suffix != ".npz":

@@ -1,6 +1,6 @@
 """Where a job runs: ``--launcher local|slurm`` and ``simclr stop`` for either.
 
-The command-line side of ``core.slurm``: the ``--slurm-*`` flags (generated from
+The command-line side of ``core.jobs.slurm``: the ``--slurm-*`` flags (generated from
 ``SlurmOptions``, as pretrain's flags are from ``PretrainConfig``), submitting a pretraining
 run, a resume or an evaluation job, and stopping a run whichever launcher started it.
 Torch-free.
@@ -17,9 +17,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from .clitools import UsageError
-from .rundir import LIVE_STATES, atomic_write_json, effective_state, read_json
-from .slurm import RECORD, SlurmError, SlurmOptions, cancel_job, job_id_of, query, reconcile, signal_job, submit
+from core.errors import UsageError
+from core.runs import LIVE_STATES, atomic_write_json, effective_state, read_json
+from core.jobs.slurm import RECORD, SlurmError, SlurmOptions, cancel_job, job_id_of, query, reconcile, signal_job, submit
 
 LAUNCHERS = ("local", "slurm")
 
@@ -205,7 +205,7 @@ def stop(job_dir: Path, kill: bool = False) -> str:
 
     Local: SIGTERM the process group (the runner checkpoints and says ``stopped``), SIGKILL
     with ``kill``. Slurm: a running job's batch shell gets SIGTERM and forwards it to the
-    runner (``core.slurm_job``), which checkpoints; a waiting job is cancelled; ``kill``
+    runner (``core.jobs.slurm_job``), which checkpoints; a waiting job is cancelled; ``kill``
     cancels the job (Slurm kills it; the run reads as crashed and resumes from last.pt).
     A stop is never requeued (``stop_requested`` in slurm.json).
     """

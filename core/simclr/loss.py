@@ -8,9 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core import dist
-
-
+from core.simclr import dist
 class NTXentLoss(nn.Module):
     """NT-Xent loss (Chen et al., 2020, Algorithm 1).
 
@@ -26,7 +24,7 @@ class NTXentLoss(nn.Module):
     disabled, through a log-sum-exp, so it is stable for small temperatures.
 
     Inside an initialised torch.distributed group, both batches are gathered from
-    every rank (with gradients, see ``core.dist.gather_with_grad``) so negatives
+    every rank (with gradients, see ``core.simclr.dist.gather_with_grad``) so negatives
     span the global batch of 2 * world_size * N rows. Each rank averages over its
     own 2N anchors: the mean of the ranks' losses equals the one-process loss on
     the concatenated batch, and with DDP's gradient averaging so do the parameter

@@ -7,7 +7,7 @@ Plain Python (no torch), so the CLI and the TUI use it on a login node.
   ``slurm.json``, never mixed into ``PretrainConfig``.
 * :func:`submit` writes ``slurm.sh`` (the batch script) and ``slurm.json`` into the run (or
   evaluation job) directory, marks it ``queued`` with ``slurm_job_id`` in status.json, and
-  calls ``sbatch``; the job runs ``simclr slurm-job DIR`` (``core.slurm_job``), which starts
+  calls ``sbatch``; the job runs ``simclr slurm-job DIR`` (``core.jobs.slurm_job``), which starts
   the runner, forwards the stop signals to it and requeues the job after a time-limit stop.
 * :func:`query` asks ``squeue --states=all`` (and ``sacct`` where the cluster keeps
   accounting) about jobs; :func:`reconcile` turns a status.json and Slurm's word into the
@@ -29,7 +29,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .rundir import LIVE_STATES, atomic_write_json, atomic_write_text, read_json
+from core.errors import SlurmError
+
+from core.runs import LIVE_STATES, atomic_write_json, atomic_write_text, read_json
 
 SCRIPT = "slurm.sh"
 RECORD = "slurm.json"
@@ -44,10 +46,6 @@ ENDED_WHY = {
     "COMPLETED": "the job ended", "SPECIAL_EXIT": "special exit", "REVOKED": "revoked",
 }
 _TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
-
-
-class SlurmError(RuntimeError):
-    """Slurm cannot do what was asked (no sbatch, a refused submission); the message says what to do."""
 
 
 # ---------------------------------------------------------------------- options
@@ -119,7 +117,7 @@ class SlurmOptions:
             opts.append(f"--gpus-per-node={self.gpus_per_node}")
         opts.append("--requeue" if self.requeue else "--no-requeue")
         if self.signal_lead:
-            opts.append(f"--signal=B:USR1@{self.signal_lead}")  # the batch step: core.slurm_job forwards it
+            opts.append(f"--signal=B:USR1@{self.signal_lead}")  # the batch step: core.jobs.slurm_job forwards it
         return [f"#SBATCH {o}" for o in opts + [sbatch_option(x) for x in self.extra]]
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,9 +181,9 @@ def _run(argv: list[str], timeout: float = 30.0) -> subprocess.CompletedProcess:
 
 def batch_script(job_dir: Path, opts: SlurmOptions, job_name: str, python: str | None = None) -> str:
     """The batch script: resources, output appended to the directory's stdout.log, and one
-    command, ``simclr slurm-job DIR``, which does the rest (core.slurm_job)."""
+    command, ``simclr slurm-job DIR``, which does the rest (core.jobs.slurm_job)."""
     job_dir = job_dir.absolute()
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     log = output_path(job_dir)
     # sbatch splits #SBATCH lines at spaces: such a path goes on the sbatch command line only (submit)
     output = f"#SBATCH --output={log}" if not any(c.isspace() or c in "\"'\\" for c in log) else \
@@ -355,7 +353,7 @@ def reconcile(status: dict[str, Any], job: JobInfo | None, known: bool = True) -
     Without Slurm's word, status.json stands (a live state goes stale by its heartbeat,
     see ``rundir.effective_state``).
     """
-    from .rundir import effective_state
+    from core.runs import effective_state
 
     state = effective_state(status)
     if job is None:
@@ -408,7 +406,7 @@ def _age(status: dict[str, Any]) -> float:
 
 # ---------------------------------------------------------------------- stopping
 def signal_job(job_id: str, sig: str = "TERM") -> None:
-    """Signal the job's batch shell (``core.slurm_job``), which forwards it to the runner once:
+    """Signal the job's batch shell (``core.jobs.slurm_job``), which forwards it to the runner once:
     the runner itself gets SIGTERM and checkpoints. (A plain ``scancel --signal=TERM`` would
     reach only job steps; our runner is the batch step's child, or srun's tasks.)"""
     done = _run(["scancel", "--batch", f"--signal={sig}", job_id])

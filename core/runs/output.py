@@ -1,25 +1,10 @@
-"""What every command line of the runner shares: one-line usage errors, and copying a
-process's output into its run's stdout.log.
-
-Its own small module so ``core.cli`` and ``core.evaluation`` both import it without
-importing each other.
-"""
+"""A process's output copied into its run's (or evaluation job's) stdout.log."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
-
-
-class UsageError(Exception):
-    """Bad command-line use; printed as one line, exit code 2."""
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2, like every other usage error
-        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
 class tee_to:
@@ -40,7 +25,7 @@ class tee_to:
 
     def _slurm_forwards(self) -> bool:
         """srun's tasks write to a pipe that Slurm copies into the job's output: the run's own
-        stdout.log when core.slurm_job started them (it says so in SIMCLR_SLURM_OUTPUT)."""
+        stdout.log when core.jobs.slurm_job started them (it says so in SIMCLR_SLURM_OUTPUT)."""
         out = os.environ.get("SIMCLR_SLURM_OUTPUT")
         return bool(out) and os.path.exists(out) and os.path.samefile(out, self.path)
 
@@ -81,5 +66,5 @@ class _Tee:
         return self.stream.fileno()
 
     def copy_fds(self) -> list[int]:
-        """Where a writer that bypasses Python's streams (core.stopping) should also write."""
+        """Where a writer that bypasses Python's streams (core.training.stopping) should also write."""
         return [] if self.file.closed else [self.file.fileno()]

@@ -18,18 +18,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import dist, layout
-from .checkpoint import epoch_checkpoints, load_checkpoint, save_checkpoint
-from .config import PretrainConfig
-from .data import DataError, has_test_split, is_labelled
-from .knn import knn_accuracy
-from .lars import LARS
-from .loss import NTXentLoss
-from .models import SimCLRModel, build_model, clean_state_dict, unwrap
-from .pipeline import encode, labelled_split, train_pipeline
-from .runlog import RunLog
-from .schedule import scale_lr, set_lr, warmup_cosine
-from .stopping import StopGuard
+from core.simclr import dist, layout
+from core.training.checkpoint import epoch_checkpoints, load_checkpoint, save_checkpoint
+from core.config import PretrainConfig
+from core.training.data import DataError, has_test_split, is_labelled
+from core.simclr.knn import knn_accuracy
+from core.simclr.lars import LARS
+from core.simclr.loss import NTXentLoss
+from core.simclr.models import SimCLRModel, build_model, clean_state_dict, unwrap
+from core.training.pipeline import encode, labelled_split, train_pipeline
+from core.training.runlog import RunLog
+from core.simclr.schedule import scale_lr, set_lr, warmup_cosine
+from core.training.stopping import StopGuard
 
 KNN_BANK_IMAGES = 10_000   # kNN monitor: a fixed random subset of the labelled train split
 KNN_QUERY_IMAGES = 10_000  # ... and of the test split
@@ -99,7 +99,7 @@ def keep_freed_memory() -> bool:
 
 
 def build_training_model(cfg: PretrainConfig, device: torch.device) -> nn.Module:
-    """The model a run trains, on ``device``, in the memory layout ``core.layout`` chooses.
+    """The model a run trains, on ``device``, in the memory layout ``core.simclr.layout`` chooses.
 
     channels_last (NHWC) on CUDA for the tensor cores, and on CPU where oneDNN's kernels are
     safe and faster in it (width 8 and up: 1.1-1.6x a whole step on 2 cores); NCHW on CPU
@@ -175,7 +175,7 @@ def pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool = False, argv: lis
     """Train, writing ``run_dir`` on rank 0. Returns the process exit code (0 ok/stopped, 1 failed).
 
     SIGINT/SIGTERM stop it after the current step, with a checkpoint; a step stuck past the
-    grace period, or a second signal, ends the process (``core.stopping``).
+    grace period, or a second signal, ends the process (``core.training.stopping``).
     """
     with StopGuard() as stop:
         return _pretrain(cfg, Path(run_dir), resume, argv, stop)
@@ -439,7 +439,7 @@ def resume_hint(run_dir: Path) -> str:
 def load_encoder(run_dir: Path, checkpoint: str = "last", prefer_ema: bool = True,
                  device: torch.device | str = "cpu") -> tuple[nn.Module, PretrainConfig, dict]:
     """The trained encoder of a run (EMA weights when the run kept them), its config and checkpoint."""
-    from .checkpoint import checkpoint_path
+    from core.training.checkpoint import checkpoint_path
     ckpt = load_checkpoint(checkpoint_path(run_dir, checkpoint), map_location=device)
     cfg = PretrainConfig.from_dict(ckpt["config"])
     model: SimCLRModel = build_model(cfg.backbone, cfg.width, cfg.image_size, cfg.projection_dim)

@@ -17,8 +17,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Sequence, get_type_hints
 
-from .clitools import Parser, UsageError, tee_to
-from .config import (
+from core.cli.common import Parser
+from core.errors import UsageError
+from core.runs.output import tee_to
+from core.config import (
     PRESET_NOTES,
     PRESETS,
     ConfigError,
@@ -29,9 +31,9 @@ from .config import (
     load_config_file,
     preset,
 )
-from .evaluation.cli import add_commands as add_eval_commands
-from .launch import add_launcher_flags, slurm_job_of, slurm_options, with_slurm_states
-from .slurm import this_job
+from core.evaluation.cli import add_commands as add_eval_commands
+from core.jobs.launch import add_launcher_flags, slurm_job_of, slurm_options, with_slurm_states
+from core.jobs.slurm import this_job
 
 RUNTIME_ONLY = ("device", "workers")  # may change on --resume: they do not change the maths
 
@@ -81,8 +83,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     opts = slurm_options(args, inherit=Path(args.resume) if args.resume else None)
     if opts is not None:  # before torch is imported: a login node submits in a fraction of a second
         return submit_pretrain_job(args, opts)
-    from . import dist, rundir
-
+    from core.simclr import dist
+    from core import runs as rundir
     timeout = dist.timeout_from_env()  # checked before anything is written
     if (args.then or args.no_start) and not args.queue:
         if args.no_start:
@@ -114,8 +116,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def resume_target(args: argparse.Namespace, check: bool = True) -> tuple[Path, PretrainConfig]:
     """The run --resume continues and its saved config (only --device/--workers may change)."""
-    from . import rundir
-
+    from core import runs as rundir
     run_dir = Path(args.resume)
     if args.run_dir and Path(args.run_dir).resolve() != run_dir.resolve():
         raise UsageError("give the run to resume once: --resume runs/NAME (no --run-dir)")
@@ -138,9 +139,9 @@ def resume_target(args: argparse.Namespace, check: bool = True) -> tuple[Path, P
 
 def submit_pretrain_job(args: argparse.Namespace, opts) -> int:
     """`simclr pretrain ... --launcher slurm`: submit the run (or --resume) and return at once."""
-    from . import rundir
-    from .launch import submit_pretrain
-    from .slurm import available
+    from core import runs as rundir
+    from core.jobs.launch import submit_pretrain
+    from core.jobs.slurm import available
 
     if args.queue or args.no_start:
         raise UsageError("--queue is the local queue; with --launcher slurm, Slurm queues the run (drop --queue)")
@@ -174,8 +175,8 @@ def submit_pretrain_job(args: argparse.Namespace, opts) -> int:
 def submit_then(run_dir: Path, argv: list[str], opts, after: str) -> tuple[str, str]:
     """A --then evaluation of a Slurm run: its own job, started by Slurm once the run's job
     ends well (``afterok``: never after a stopped or failed run)."""
-    from .launch import submit_eval
-    from .queue import _options, job_name
+    from core.jobs.launch import submit_eval
+    from core.jobs.queue import _options, job_name
 
     job, kind = job_name(argv, run_dir), argv[0]  # the status kind an evaluation job writes is its command
     checkpoint = _options(argv[1:]).get("--checkpoint", "last")
@@ -186,8 +187,8 @@ def submit_then(run_dir: Path, argv: list[str], opts, after: str) -> tuple[str, 
 
 def queue_one(args: argparse.Namespace) -> int:
     """`simclr pretrain ... --queue`: a queued run at the end of the queue, started by the worker."""
-    from . import queue, rundir
-
+    from core.jobs import queue
+    from core import runs as rundir
     cfg = resolve_config(args)
     then = [parse_then(t) for t in args.then]
     with queue.queue_lock(args.runs_dir):
@@ -217,7 +218,7 @@ def parse_then(spec: str) -> list[str]:
     evaluation command's own parser (the run directory is added when it starts)."""
     import shlex
 
-    from .queue import THEN_COMMANDS
+    from core.jobs.queue import THEN_COMMANDS
 
     argv = shlex.split(spec)
     if not argv or argv[0] not in THEN_COMMANDS:
@@ -233,7 +234,7 @@ def parse_then(spec: str) -> list[str]:
 
 
 def report_worker(runs_dir: str, pid: int | None) -> None:
-    from .queue import default_slots
+    from core.jobs.queue import default_slots
 
     if pid is None:
         print(f"no worker started; start one with `simclr queue work --runs-dir {runs_dir}`")
@@ -244,8 +245,8 @@ def report_worker(runs_dir: str, pid: int | None) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """`simclr sweep NAME --grid K=V1,V2 --seeds 0,1,2 -- PRETRAIN_FLAGS`: one queued run per combination."""
-    from . import queue, rundir, sweep
-
+    from core.jobs import queue, sweep
+    from core import runs as rundir
     rundir.check_run_name(args.name)
     grid = sweep.parse_grid(args.grid)
     seeds = sweep.parse_seeds(args.seeds) if args.seeds is not None else None
@@ -257,7 +258,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError(f"--slots must be at least 1 (got {args.slots})")
     opts = slurm_options(args)
     if opts is not None:
-        from .slurm import available
+        from core.jobs.slurm import available
         if args.slots is not None or args.no_start:
             raise UsageError(f"--{'slots' if args.slots is not None else 'no-start'} is for the local queue's worker; "
                              f"with --launcher slurm, Slurm schedules the runs")
@@ -286,14 +287,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 if opts is None:
                     queue.enqueue(root, root / m.name, m.config, then, record)
                     continue
-                from .launch import submit_pretrain
+                from core.jobs.launch import submit_pretrain
                 run_job = submit_pretrain(root / m.name, m.config, opts, sweep=record)
                 jobs.append(run_job)
                 jobs += [submit_then(root / m.name, argv, opts, run_job)[0] for argv in then]
         except BaseException:  # all or nothing: a sweep half made is not a sweep
             import shutil
             for job in jobs:
-                from .slurm import SlurmError, cancel_job
+                from core.jobs.slurm import SlurmError, cancel_job
                 with contextlib.suppress(SlurmError):
                     cancel_job(job)
             for path in made:
@@ -326,8 +327,8 @@ def cmd_queue(args: argparse.Namespace) -> int:
     """`simclr queue`: what is queued, in order, what runs, and the worker."""
     import json
 
-    from . import queue
-    from .rundir import LIVE_STATES, iter_runs
+    from core.jobs import queue
+    from core.runs import LIVE_STATES, iter_runs
 
     root = Path(args.runs_dir)
     if not root.is_dir():
@@ -362,8 +363,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
 
 def cmd_queue_work(args: argparse.Namespace) -> int:
-    from . import queue
-
+    from core.jobs import queue
     if args.slots is not None:
         queue.set_slots(args.runs_dir, args.slots)
     import shlex
@@ -373,23 +373,21 @@ def cmd_queue_work(args: argparse.Namespace) -> int:
 
 
 def cmd_queue_cancel(args: argparse.Namespace) -> int:
-    from . import queue
-
+    from core.jobs import queue
     names = queue.cancel(args.runs_dir, args.runs)
     print(f"cancelled {len(names)} queued run(s): {', '.join(names)}")
     return 0
 
 
 def cmd_queue_move(args: argparse.Namespace) -> int:
-    from . import queue
-
+    from core.jobs import queue
     print(f"{args.run} is now #{queue.move(args.runs_dir, args.run, args.where)} in the queue")
     return 0
 
 
 def cmd_note(args: argparse.Namespace) -> int:
     """`simclr note RUN [TEXT] [--tags a,b]`: set (or show) a run's note and tags, as the TUI's N does."""
-    from .rundir import read_notes, resolve_run_dir, write_notes
+    from core.runs import read_notes, resolve_run_dir, write_notes
 
     run_dir = resolve_run_dir(args.runs_dir, args.run)
     if not ((run_dir / "status.json").exists() or (run_dir / "config.json").exists()):
@@ -403,7 +401,7 @@ def cmd_note(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """`simclr export --run-dir R --format F --out PATH`: the encoder in a standard format."""
-    from .export import export, sidecar
+    from core.evaluation.export import export, sidecar
 
     meta = export(args.run_dir, args.out, args.format, args.checkpoint, True if args.ema else None, args.with_head)
     known = ", ".join(f"{k} top-1 {v['test_top1']:.4f}" for k, v in meta["accuracy"].items())
@@ -415,7 +413,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     """`simclr embed --run-dir R --data-dir D --out F.npz`: features of every image under D."""
-    from .embed import embed
+    from core.evaluation.embed import embed
 
     s = embed(args.run_dir, args.data_dir, args.out, args.checkpoint, True if args.ema else None, args.batch_size,
               args.device)
@@ -428,10 +426,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def check_free(run_dir: Path, resume: bool) -> None:
     """A new run needs an unstarted directory (empty but for the TUI's stdout.log, notes, or a
     queued run's files: `rundir.is_unstarted`); a resumed one a dead writer."""
-    from . import rundir
-
+    from core import runs as rundir
     if resume:
-        from .launch import current_state
+        from core.jobs.launch import current_state
 
         state, _, status = current_state(run_dir)  # a Slurm run: Slurm's word, not a pid
         if status.get("launcher") == "slurm" and this_job(status):
@@ -449,7 +446,7 @@ def check_free(run_dir: Path, resume: bool) -> None:
         status = rundir.read_json(run_dir / "status.json") or {}
         job = slurm_job_of(status)
         if job is not None and not this_job(status):  # another job's directory, not this job's own start
-            from .launch import current_state
+            from core.jobs.launch import current_state
 
             state, _, _ = current_state(run_dir)
             if state == "queued" or state in rundir.LIVE_STATES:
@@ -461,8 +458,9 @@ def _run_pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, made: bool, 
     """Train on rank 0 while holding the run directory (`rundir.hold_run_dir`); ``made``: this
     process created the directory, so set-up errors remove it again; ``timeout``: how long
     collectives wait for a silent rank."""
-    from . import dist, rundir
-    from .trainer import pretrain
+    from core.simclr import dist
+    from core import runs as rundir
+    from core.training.trainer import pretrain
 
     dist.init_from_env(timeout=timeout)
     try:
@@ -486,7 +484,7 @@ def _run_pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, made: bool, 
 
 def cmd_stop(args: argparse.Namespace) -> int:
     """`simclr stop --run-dir R [--kill] [--wait S]`, for either launcher."""
-    from .launch import stop, wait_until_stopped
+    from core.jobs.launch import stop, wait_until_stopped
 
     run_dir = Path(args.run_dir)
     print(stop(run_dir, kill=args.kill))
@@ -518,8 +516,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     with --format json one object per row with stable keys (docs/RUN_DIRECTORY.md)."""
     import json
 
-    from .queue import positions
-    from .rundir import iter_runs, job_result_path, read_json, read_metrics, read_notes, read_sweep
+    from core.jobs.queue import positions
+    from core.runs import iter_runs, job_result_path, read_json, read_metrics, read_notes, read_sweep
 
     def number(value: Any) -> int | float | None:  # garbage in a status or result file reads as absent
         return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
@@ -738,12 +736,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .errors import CheckpointError, DataError
-    from .queue import QueueError
+    from core.errors import CheckpointError, DataError
+    from core.jobs.queue import QueueError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["slurm-job"] and len(argv) == 2:  # what a Slurm job runs (core.slurm writes the script)
-        from .slurm_job import main as slurm_job
+    if argv[:1] == ["slurm-job"] and len(argv) == 2:  # what a Slurm job runs (core.jobs.slurm writes the script)
+        from core.jobs.slurm_job import main as slurm_job
         return slurm_job(argv[1])
     parser = build_parser()
     shared: list[str] = []
@@ -753,7 +751,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command == "sweep":
             args.pretrain_flags = shared
-        args.argv = argv  # what a Slurm job of this command runs (core.launch.strip_launcher_flags)
+        args.argv = argv  # what a Slurm job of this command runs (core.jobs.launch.strip_launcher_flags)
         return int(args.func(args) or 0)
     except (UsageError, ConfigError, DataError, CheckpointError, QueueError, ValueError) as e:  # ExportError is a ValueError
         print(f"simclr: error: {e}", file=sys.stderr)

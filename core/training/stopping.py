@@ -58,7 +58,7 @@ class StopGuard:
     """The stop request of one run.
 
     ``requested``: this process was asked to stop (a signal). ``agreed``: every rank agreed
-    to stop at this step (``core.trainer.stop_agreed`` sets it; the loop reads only it, so
+    to stop at this step (``core.training.trainer.stop_agreed`` sets it; the loop reads only it, so
     all ranks leave the loop at the same step). Use as a context manager from the main
     thread (elsewhere it installs nothing and only holds the flags); it restores the
     previous handlers on exit. Call ``beat()`` after every step.
@@ -173,7 +173,7 @@ class StopGuard:
 
 
 def output_fds() -> list[int]:
-    """File descriptor 2, and the run's stdout.log where ``core.clitools.tee_to`` copies stderr into it."""
+    """File descriptor 2, and the run's stdout.log where ``core.cli.common.tee_to`` copies stderr into it."""
     import sys
     copies = getattr(sys.stderr, "copy_fds", None)  # reading the attribute takes no lock
     return [2] + (copies() if callable(copies) else [])

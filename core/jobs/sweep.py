@@ -2,7 +2,7 @@
 
 Plain Python (no torch). ``simclr sweep`` parses the grid here, validates every combination
 before anything is made (one bad value: one line, exit 2, no directory), and hands the
-members to ``core.queue.enqueue``: each becomes an ordinary run directory in state
+members to ``core.jobs.queue.enqueue``: each becomes an ordinary run directory in state
 ``queued`` with a ``sweep.json`` saying which sweep it belongs to, its place in it and the
 values that were swept (docs/RUN_DIRECTORY.md, "Sweeps and the queue").
 
@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .config import ConfigError, PretrainConfig, dash
+from core.config import ConfigError, PretrainConfig, dash
 
 FIELDS = tuple(f.name for f in fields(PretrainConfig))
 #: fields a sweep cannot vary: where the data lives and how it runs do not define a setting
