@@ -13,10 +13,11 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import wait_for
 
 from core.jobs import queue
 from core.cli import main
@@ -65,15 +66,6 @@ def never_overlap(spans: dict[str, list[tuple[float, float]]], slots: int = 1) -
     return peak <= slots
 
 
-def wait_for(cond, timeout: float = 60.0) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
 def state(runs: Path, name: str) -> str:
     return read_run(runs / name).state
 
@@ -105,7 +97,7 @@ def test_sigkill_of_the_worker_loses_nothing_and_starts_nothing_twice(tmp_path):
     runs = tmp_path / "runs"
     sweep(runs, "--then", "knn", grid="temperature=0.1,0.2,0.5")
     w = start_worker(runs, tmp_path, seconds=2.0)
-    wait_for(lambda: state(runs, NAMES[0]) == "running")
+    wait_for(lambda: state(runs, NAMES[0]) == "running", what=f"{NAMES[0]} running")
     os.killpg(w.pid, signal.SIGKILL)  # the worker's own group; the run has its own session
     w.wait()
     assert state(runs, NAMES[0]) == "running" and queue.worker_info(runs) is None
@@ -157,10 +149,10 @@ def test_a_run_stopped_by_the_user_is_not_restarted_and_its_jobs_wait(tmp_path):
     runs = tmp_path / "runs"
     sweep(runs, "--then", "knn")
     w = start_worker(runs, tmp_path, seconds=30.0)
-    wait_for(lambda: state(runs, NAMES[0]) == "running")
+    wait_for(lambda: state(runs, NAMES[0]) == "running", what=f"{NAMES[0]} running")
     os.kill(read_json(runs / NAMES[0] / "status.json")["pid"], signal.SIGTERM)  # what the TUI's x does
-    wait_for(lambda: state(runs, NAMES[0]) == "stopped")
-    wait_for(lambda: state(runs, NAMES[1]) == "running")
+    wait_for(lambda: state(runs, NAMES[0]) == "stopped", what=f"{NAMES[0]} stopped")
+    wait_for(lambda: state(runs, NAMES[1]) == "running", what=f"{NAMES[1]} running")
     os.kill(read_json(runs / NAMES[1] / "status.json")["pid"], signal.SIGTERM)
     out, _ = w.communicate(timeout=60)
     assert w.returncode == 0 and "queue empty" in out  # stopped runs' jobs are not work
@@ -176,7 +168,7 @@ def test_runs_not_started_by_the_queue_count_against_the_slots(tmp_path):
     manual = subprocess.Popen([*STAND_IN, "pretrain", "--run-dir", str(runs / "manual"), "--config",
                                str(runs / "s-1" / "config.json")],
                               env=dict(os.environ, QUEUE_TRACE=str(tmp_path / "trace.jsonl"), QUEUE_RUN_SECONDS="1.5"))
-    wait_for(lambda: state(runs, "manual") == "running")
+    wait_for(lambda: state(runs, "manual") == "running", what="manual running")
     w = start_worker(runs, tmp_path)
     w.communicate(timeout=60)
     manual.wait()

@@ -17,6 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers import wait_for
+
 from core import cli
 
 from core.training import trainer
@@ -176,8 +178,9 @@ def test_sigterm_stops_with_checkpoint_and_sigkill_shows_crashed(tmp_path):
     env = {**os.environ, "SIMCLR_CACHE": str(tmp_path / ".cache")}
     cmd = [sys.executable, "-m", "core", "pretrain", *TINY, "--epochs", "200", "--knn-every", "0", "--run-dir", str(run)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    _wait_for(lambda: (read_json(run / "status.json") or {}).get("step", 0) > 3 and
-              (read_json(run / "status.json") or {}).get("state") == "running")
+    wait_for(lambda: (read_json(run / "status.json") or {}).get("step", 0) > 3 and
+             (read_json(run / "status.json") or {}).get("state") == "running", timeout=90,
+             what="the run running past step 3")
     os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
     status = read_json(run / "status.json")
@@ -186,7 +189,8 @@ def test_sigterm_stops_with_checkpoint_and_sigkill_shows_crashed(tmp_path):
 
     proc = subprocess.Popen([sys.executable, "-m", "core", "pretrain", "--resume", str(run)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    _wait_for(lambda: (read_json(run / "status.json") or {}).get("state") == "running")
+    wait_for(lambda: (read_json(run / "status.json") or {}).get("state") == "running", timeout=90,
+             what="the resumed run running")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     status = read_json(run / "status.json")
@@ -194,15 +198,6 @@ def test_sigterm_stops_with_checkpoint_and_sigkill_shows_crashed(tmp_path):
     assert effective_state(status) == "crashed"  # ... but any reader sees it is dead
     # a pid reused by another process (different start time) is also dead
     assert effective_state({**status, "pid": os.getpid()}) == "crashed"
-
-
-def _wait_for(cond, timeout: float = 90.0) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 def test_corrupt_or_missing_checkpoint_is_a_clear_error_and_deletes_nothing(tmp_path):

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import wait_for
+
 from core.training import trainer
 from core.training.checkpoint import load_checkpoint
 from core.runs import effective_state, read_json, read_metrics
@@ -58,20 +60,10 @@ def start_blocked(tmp_path: Path, grace: float, after_step: int = 11) -> tuple[s
     with open(out, "wb") as f:
         proc = subprocess.Popen([*FAULT_RUNNER, f"block-in-c:{after_step}", *ARGS, "--run-dir", str(run)], env=env,
                                 stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-    wait_for(lambda: "block_in_c after step" in out.read_text(), proc)
+    wait_for(lambda: "block_in_c after step" in out.read_text(), timeout=90, proc=proc,
+             what="the runner blocked in C")
     time.sleep(0.5)  # well inside the C call
     return proc, run, out
-
-
-def wait_for(cond, proc: subprocess.Popen | None = None, timeout: float = 90.0) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if cond():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the runner ended early with exit code {proc.returncode}")
-        time.sleep(0.1)
-    raise AssertionError("timed out")
 
 
 def resume_finishes(run: Path, tmp_path: Path) -> None:
@@ -127,8 +119,10 @@ def test_sigkill_after_a_stuck_stop_reads_as_crashed_and_resumes(tmp_path, monke
     monkeypatch.setenv("SIMCLR_CACHE", str(tmp_path / ".cache"))
     launcher.pretrain("stuck", ARGS[1:])
     run = runs / "stuck"
-    wait_for(lambda: "block_in_c after step" in (run / "stdout.log").read_text())
-    wait_for(lambda: (read_json(run / "status.json") or {}).get("state") == "running")
+    wait_for(lambda: "block_in_c after step" in (run / "stdout.log").read_text(), timeout=90,
+             what="the runner blocked in C")
+    wait_for(lambda: (read_json(run / "status.json") or {}).get("state") == "running", timeout=90,
+             what="the run running")
     store = RunStore(runs)
 
     def view():
@@ -139,10 +133,10 @@ def test_sigkill_after_a_stuck_stop_reads_as_crashed_and_resumes(tmp_path, monke
     assert view().live  # stuck: still running
     assert launcher.stop(view()) == "SIGKILL"
     launcher_reaps = lambda: launcher.reap() or True  # noqa: E731 - the TUI reaps its children as it polls
-    wait_for(lambda: launcher_reaps() and view().state == "crashed")
+    wait_for(lambda: launcher_reaps() and view().state == "crashed", timeout=90, what="the run crashed")
     assert load_checkpoint(run / "checkpoints" / "last.pt")["progress"]["step"] == 8
     launched = Launcher(runs).resume(view())  # crashed, with a checkpoint: resumable (without the fault)
-    wait_for(lambda: view().state == "finished", timeout=120)
+    wait_for(lambda: view().state == "finished", timeout=120, what="the resumed run finished")
     assert read_json(run / "status.json")["step"] == 32 and launched.pid
 
 
@@ -227,7 +221,8 @@ def test_an_evaluation_job_stuck_in_c_is_stopped_too(tmp_path):
     with open(out, "wb") as f:
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
                                 env={**os.environ, "SIMCLR_STOP_GRACE": "2"}, start_new_session=True)
-    wait_for(lambda: "extracting features" in out.read_text(), proc)
+    wait_for(lambda: "extracting features" in out.read_text(), timeout=90, proc=proc,
+             what="the evaluation extracting features")
     time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM

@@ -5,24 +5,16 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from tui_helpers import FAKE_RUNNER
 
+from tests.helpers import wait_for
+
 from core.runs import read_json, read_run
 from simclr_tui.launcher import Launcher, LaunchError, display_command, eval_job_name
 from simclr_tui.store import RunStore
-
-
-def wait(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    raise AssertionError("timed out")
 
 
 def view_of(runs_dir: Path, key: str):
@@ -39,7 +31,7 @@ def test_pretrain_argv_session_and_log(runs_dir, fast_runs):
     job = launcher.pretrain("a", ["--preset", "tiny"])
     assert list(job.argv) == FAKE_RUNNER + ["pretrain", "--run-dir", str(runs_dir.resolve() / "a"), "--preset", "tiny"]
     assert job.log == runs_dir.resolve() / "a" / "stdout.log"
-    wait(lambda: launcher.reap())
+    wait_for(launcher.reap, timeout=10, what="the launcher to reap its job")
     status = read_json(runs_dir / "a" / "status.json")
     assert status["state"] == "finished"
     assert status["pgid"] == status["pid"] != os.getpgrp()  # its own session and group
@@ -58,18 +50,18 @@ def test_names_cannot_escape_the_runs_dir(runs_dir):
 def test_stop_sends_sigterm_then_sigkill(runs_dir, slow_runs):
     launcher = Launcher(runs_dir, FAKE_RUNNER)
     launcher.pretrain("a", ["--preset", "tiny", "--epochs", "50"])
-    wait(lambda: state_of(runs_dir, "a") == "running")
+    wait_for(lambda: state_of(runs_dir, "a") == "running", timeout=10, what="run a running")
     assert launcher.stop(view_of(runs_dir, "a")) == "SIGTERM"
-    wait(lambda: launcher.reap())
+    wait_for(launcher.reap, timeout=10, what="the launcher to reap its job")
     assert view_of(runs_dir, "a").state == "stopped"
     # resume, then a process that ignores SIGTERM gets SIGKILL on the second stop
     launcher.resume(view_of(runs_dir, "a"))
-    wait(lambda: state_of(runs_dir, "a") == "running")
+    wait_for(lambda: state_of(runs_dir, "a") == "running", timeout=10, what="run a running")
     pgid = view_of(runs_dir, "a").status["pgid"]
     os.killpg(pgid, signal.SIGSTOP)  # a stuck process: SIGTERM stays pending
     assert launcher.stop(view_of(runs_dir, "a")) == "SIGTERM"
     assert launcher.stop(view_of(runs_dir, "a")) == "SIGKILL"
-    wait(lambda: launcher.reap())
+    wait_for(launcher.reap, timeout=10, what="the launcher to reap its job")
     assert view_of(runs_dir, "a").state == "crashed"  # it never got to say stopped
     with pytest.raises(LaunchError, match="not running"):
         launcher.stop(view_of(runs_dir, "a"))
@@ -78,13 +70,13 @@ def test_stop_sends_sigterm_then_sigkill(runs_dir, slow_runs):
 def test_eval_job_folder_and_command(runs_dir, fast_runs):
     launcher = Launcher(runs_dir, FAKE_RUNNER)
     launcher.pretrain("a", ["--preset", "tiny"])
-    wait(lambda: launcher.reap())
+    wait_for(launcher.reap, timeout=10, what="the launcher to reap its job")
     view = view_of(runs_dir, "a")
     job = launcher.evaluate(view, "finetune", "last", 0.1)
     assert job.key == "a/eval/finetune-0.1-last"
     assert job.argv[-6:] == ("--run-dir", str(view.path), "--checkpoint", "last", "--label-fraction", "0.1")
     assert (runs_dir / "a" / "eval" / "finetune-0.1-last" / "stdout.log").exists()
-    wait(lambda: launcher.reap())
+    wait_for(launcher.reap, timeout=10, what="the launcher to reap its job")
     assert read_run(runs_dir / "a" / "eval" / "finetune-0.1-last").state == "finished"
     with pytest.raises(LaunchError, match="no checkpoint"):
         launcher.evaluate(view, "linear", "epoch_0099")
