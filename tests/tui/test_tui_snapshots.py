@@ -4,6 +4,7 @@ pytest-textual-snapshot would be the usual tool, but it pins syrupy 4.8, which n
 pytest < 9; these compare the screen's text (what a terminal shows, colours aside) with
 tests/tui/snapshots/*.txt instead. After an intended change to the UI, regenerate with
 `SIMCLR_TUI_UPDATE_SNAPSHOTS=1 pytest tests/tui/test_tui_snapshots.py` and review the diff.
+A missing snapshot is written and its test fails: review and commit the new file.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def check(name: str, text: str) -> None:
         SNAPSHOTS.mkdir(exist_ok=True)
         path.write_text(text)
         if not UPDATE:
-            pytest.skip(f"wrote the new snapshot {path.name}; review and commit it")
+            # a missing snapshot fails (it never passes or skips), so CI cannot pass without it
+            pytest.fail(f"{name} had no snapshot: wrote {path}; review it, commit it and run again")
         return
     want = path.read_text()
     if text != want:
