@@ -13,21 +13,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.simclr.augment import (
-    CROP_TRIES,
-    FLIP_P,
-    AugmentConfig,
-    crop_resize,
-    normalize_batch,
-    sample_crop_boxes,
-)
+from core.simclr.augment import AugmentConfig, crop_flip_batch, crop_flip_transform
 from core.training.data import TensorData
 from core.training.pipeline import augment_config, encode, labelled_split
 from core.simclr.schedule import set_lr, warmup_cosine
@@ -82,28 +75,12 @@ def balanced_subset(labels: Tensor, fraction: float, seed: int = 0) -> Tensor:
 def crop_flip(images: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> Tensor:
     """Random resized crop (area CROP_SCALE) and horizontal flip of a uint8 batch, then normalised.
 
+    The augmentation package's crop+flip with fine-tuning's crop area; ``cfg.crop_scale``
+    (pre-training's) is not used.
+
     Shapes: images (B, 3, H, W) uint8 -> (B, 3, S, S) float32, on the images' device.
     """
-    b, _, h, w = images.shape
-    u = torch.rand(b, 2 * CROP_TRIES + 3, device=images.device, generator=generator)
-    top, left, ch, cw = sample_crop_boxes(u[:, :-1], h, w, CROP_SCALE)
-    x = crop_resize(images.float().div_(255.0), top, left, ch, cw, cfg.image_size, u[:, -1] < FLIP_P)
-    return normalize_batch(x, cfg)
-
-
-class _CropFlip:
-    """Per-image crop + flip for DataLoader workers (large images); picklable."""
-
-    def __init__(self, cfg: AugmentConfig) -> None:
-        from torchvision.transforms import v2
-
-        self.transform = v2.Compose([
-            v2.RGB(), v2.RandomResizedCrop(cfg.image_size, scale=CROP_SCALE, antialias=True),
-            v2.RandomHorizontalFlip(FLIP_P), v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(cfg.mean), std=list(cfg.std))])
-
-    def __call__(self, image):
-        return self.transform(image)
+    return crop_flip_batch(images, replace(cfg, crop_scale=CROP_SCALE), generator)
 
 
 def split_labels(data) -> Tensor:
@@ -147,7 +124,7 @@ def finetune(job: EvalJob, source: FeatureSource, s: FinetuneSettings) -> dict[s
     model = nn.Sequential(encoder, head)
     optimizer = torch.optim.SGD(model.parameters(), lr=s.peak_lr, momentum=0.9, nesterov=True,
                                 weight_decay=s.weight_decay)
-    acfg = augment_config(cfg)
+    acfg = replace(augment_config(cfg), crop_scale=CROP_SCALE)  # crop, flip and normalisation only
     amp = amp_dtype(cfg, device)
     g = torch.Generator().manual_seed(s.seed)
     aug_g = torch.Generator(device=device).manual_seed(s.seed + 1)
@@ -164,7 +141,8 @@ def finetune(job: EvalJob, source: FeatureSource, s: FinetuneSettings) -> dict[s
                 yield crop_flip(images[idx], acfg, aug_g), ys[idx]
     else:
         from core.training.data import ImageListDataset
-        augmented = ImageListDataset(cfg.dataset, cfg.data_dir, "labelled-train", _CropFlip(acfg))
+        augmented = ImageListDataset(cfg.dataset, cfg.data_dir, "labelled-train",
+                                     crop_flip_transform(acfg))
 
         def epoch_batches() -> Iterator[tuple[Tensor, Tensor]]:
             sampler = [b.tolist() for b in batches_of(subset, s.batch_size, g)]
