@@ -149,7 +149,7 @@ def check_steps(sizes: Sizes, device, root: Path) -> list[dict[str, Any]]:
                 step_s = statistics.median(timed)
                 first_loss[(precision, channels_last)] = out["losses"][0]
                 finite = all(v == v and abs(v) != float("inf") for v in out["losses"])
-                from core.training.trainer import amp_dtype
+                from core.training.device import amp_dtype
                 result = {"autocast": str(amp_dtype(cfg, device)).replace("torch.", ""),
                           "ms_per_step": round(step_s * 1e3, 2), "pairs_per_s": round(cfg.batch_size / step_s, 1),
                           "first_loss": round(out["losses"][0], 5), "last_loss": round(out["losses"][-1], 5),

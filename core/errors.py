@@ -46,3 +46,9 @@ class RunBusyError(UserError, RuntimeError):
 
 class ExportError(UserError, ValueError):
     """An export that cannot be written as asked (a format, a file that exists)."""
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one line, ``Type: first line of its message``, for status.json and logs."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__

@@ -44,7 +44,7 @@ def embed(run_dir: str | Path, data_dir: str | Path, out: str | Path, checkpoint
           ema: bool | None = None, batch_size: int = 256, device: str = "auto") -> dict:
     """Write the .npz; every check first, so bad input writes nothing. Returns a summary."""
     from core.evaluation.export import load_encoder, run_config
-    from core.training.trainer import pick_device
+    from core.training.device import pick_device
 
     run_dir, root, out = Path(run_dir), Path(data_dir), Path(out)
     if out.suffix != ".npz":

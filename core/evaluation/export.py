@@ -25,10 +25,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from core.training.checkpoint import checkpoint_path
 from core.config import PretrainConfig
 from core.errors import CheckpointError, ExportError
 from core.runs import atomic_write_text, check_checkpoint_name, read_json
+from core.simclr.models import build_model, clean_state_dict
+from core.training.checkpoint import checkpoint_path, load_checkpoint
 
 FORMATS = ("torchvision", "safetensors", "torch-export")
 
@@ -55,15 +56,30 @@ def load_encoder(run_dir: str | Path, checkpoint: str = "last", ema: bool | None
     return encoder, eval_transform(augment_config(cfg))
 
 
-def _load(run_dir: Path, checkpoint: str, ema: bool | None, device: str | torch.device = "cpu"):
-    from core.training.trainer import load_encoder as load_trained
+def trained_encoder(run_dir: str | Path, checkpoint: str = "last", prefer_ema: bool = True,
+                    device: str | torch.device = "cpu") -> tuple[nn.Module, PretrainConfig, dict[str, Any]]:
+    """The one place a checkpoint becomes an encoder: the run's trained encoder on ``device``
+    (its EMA weights when the run kept them and ``prefer_ema``), the config it was trained
+    with, and the checkpoint itself. The module is as built (train mode); evaluations that
+    freeze it switch it to eval mode themselves."""
+    ckpt = load_checkpoint(checkpoint_path(run_dir, checkpoint), map_location=device)
+    cfg = PretrainConfig.from_dict(ckpt["config"])
+    model = build_model(cfg.backbone, cfg.width, cfg.image_size, cfg.projection_dim)
+    model.load_state_dict(clean_state_dict(ckpt["model"]))
+    encoder = model.encoder
+    if prefer_ema and ckpt.get("ema") is not None:
+        encoder.load_state_dict(clean_state_dict(ckpt["ema"]))
+    return encoder.to(device), cfg, ckpt
 
+
+def _load(run_dir: Path, checkpoint: str, ema: bool | None, device: str | torch.device = "cpu"):
+    """``trained_encoder`` in eval mode, after the checks whose messages name this run's files."""
     cfg = run_config(run_dir)
     path = checkpoint_path(run_dir, check_checkpoint_name(checkpoint))
     if not path.is_file():
         saved = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.pt"))
         raise CheckpointError(f"{path} does not exist; checkpoints of this run: {', '.join(saved) or 'none yet'}")
-    encoder, cfg, ckpt = load_trained(run_dir, checkpoint, prefer_ema=ema is not False, device=device)
+    encoder, cfg, ckpt = trained_encoder(run_dir, checkpoint, prefer_ema=ema is not False, device=device)
     if ema and ckpt.get("ema") is None:
         raise ExportError(f"{run_dir} kept no EMA encoder (train with --ema); leave out --ema")
     return encoder.eval(), cfg, ckpt
@@ -109,7 +125,6 @@ def export(run_dir: str | Path, out: str | Path, fmt: str, checkpoint: str = "la
     encoder, cfg, ckpt = _load(run_dir, checkpoint, ema)
     net: nn.Module = encoder
     if with_head:  # the head's trained weights are in the checkpoint already read
-        from core.simclr.models import build_model, clean_state_dict
         model = build_model(cfg.backbone, cfg.width, cfg.image_size, cfg.projection_dim)
         model.load_state_dict(clean_state_dict(ckpt["model"]))
         net = nn.Sequential(encoder, model.projector).eval()

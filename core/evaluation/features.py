@@ -91,8 +91,8 @@ class FeatureSource:
         if self.pixels:
             return nn.Flatten()
         if self._loaded is None:
-            from core.training.trainer import load_encoder
-            enc, _, ckpt = load_encoder(self.run_dir, self.checkpoint, self.prefer_ema, self.device)
+            from core.evaluation.export import trained_encoder
+            enc, _, ckpt = trained_encoder(self.run_dir, self.checkpoint, self.prefer_ema, self.device)
             self._loaded = (enc, ckpt)
         return self._loaded[0]
 

@@ -104,7 +104,7 @@ def finetune(job: EvalJob, source: FeatureSource, s: FinetuneSettings) -> dict[s
 
     The encoder is the one frozen evaluations use (``source.encoder()``), but it trains here.
     """
-    from core.training.trainer import amp_dtype
+    from core.training.device import amp_dtype
 
     job.progress(force=True, phase="loading")
     cfg, device, workers = source.cfg, source.device, source.workers

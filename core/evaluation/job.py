@@ -119,7 +119,7 @@ class EvalJob:
         from torch.utils.tensorboard import SummaryWriter
 
         from core.runs.output import tee_to
-        from core.training.trainer import one_line
+        from core.errors import one_line
 
         self.dir.mkdir(parents=True, exist_ok=True)
         self.result_path.unlink(missing_ok=True)

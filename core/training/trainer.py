@@ -6,6 +6,7 @@ writes the run directory. SIGINT/SIGTERM finish the current step, checkpoint and
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import sys
@@ -21,11 +22,13 @@ from torch import nn
 from core.simclr import dist, layout
 from core.training.checkpoint import epoch_checkpoints, load_checkpoint, save_checkpoint
 from core.config import PretrainConfig
+from core.errors import one_line
 from core.training.data import DataError, has_test_split, is_labelled
+from core.training.device import amp_dtype, keep_freed_memory, pick_device
 from core.simclr.knn import knn_accuracy
 from core.simclr.lars import LARS
 from core.simclr.loss import NTXentLoss
-from core.simclr.models import SimCLRModel, build_model, clean_state_dict, unwrap
+from core.simclr.models import build_model, clean_state_dict, unwrap
 from core.training.pipeline import encode, labelled_split, train_pipeline
 from core.training.runlog import RunLog
 from core.simclr.schedule import scale_lr, set_lr, warmup_cosine
@@ -52,52 +55,6 @@ class Progress:
 
 
 # ---------------------------------------------------------------------- set-up
-def pick_device(cfg: PretrainConfig) -> torch.device:
-    if dist.is_dist() and torch.cuda.is_available():
-        return torch.device("cuda", int(__import__("os").environ.get("LOCAL_RANK", 0)))
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise DataError(f"--device {cfg.device} asked for, but no CUDA device is visible; use --device cpu")
-    return torch.device(cfg.device)
-
-
-def amp_dtype(cfg: PretrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16/fp16 autocast only on CUDA (bf16 matmul on CPU is far slower than fp32)."""
-    if device.type != "cuda" or cfg.precision == "fp32":
-        return None
-    return torch.float16 if cfg.precision == "fp16" else torch.bfloat16
-
-
-def keep_freed_memory() -> bool:
-    """Serve big CPU tensors from the heap and keep freed memory there (glibc only).
-
-    glibc's malloc hands every block over 32 MB (activations of a CIFAR batch are 30-130 MB)
-    its own mmap and returns it to the kernel on free, so each training step faults all its
-    activation memory in again, page by page: on 2 cores, 0.35 s of a 0.9 s step at width
-    16 and 2.8 s of a 9.4 s step at width 64 (batch 256) were the kernel zeroing pages.
-    With mmap off, trimming at 1 GiB and one arena, the freed blocks are reused: steps got
-    1.2x faster, and the peak resident memory grew by what the heap cannot reuse (ResNet-18
-    width 16 at batch 256, 32 px, 1.8 -> 2.2 GB, width 64 at batch 512 5.7 -> 9.7 GB; docs/BENCHMARKS.md).
-    ``SIMCLR_KEEP_FREED_MEMORY=0`` in the environment turns it off. Returns whether it applied.
-    """
-    import ctypes
-    import os
-    import platform
-    if os.environ.get("SIMCLR_KEEP_FREED_MEMORY", "1") == "0":
-        return False
-    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8  # <malloc.h>
-    # one arena: with per-thread arenas each kept its own freed blocks (+1 GB at width 64)
-    return (bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
-            and bool(libc.mallopt(m_arena_max, 1)))
-
-
 def build_training_model(cfg: PretrainConfig, device: torch.device) -> nn.Module:
     """The model a run trains, on ``device``, in the memory layout ``core.simclr.layout`` chooses.
 
@@ -146,7 +103,7 @@ class EMA:
 
     def __init__(self, encoder: nn.Module, decay: float) -> None:
         self.decay = decay
-        self.module = build_like(encoder)
+        self.module = copy.deepcopy(encoder)
         self.module.load_state_dict(encoder.state_dict())
         self.module.requires_grad_(False)
 
@@ -156,11 +113,6 @@ class EMA:
         torch._foreach_lerp_(ema_p, [p.detach() for p in encoder.parameters()], 1.0 - self.decay)
         for b_ema, b in zip(self.module.buffers(), encoder.buffers()):
             b_ema.copy_(b)
-
-
-def build_like(encoder: nn.Module) -> nn.Module:
-    import copy
-    return copy.deepcopy(encoder)
 
 
 def plan_steps(cfg: PretrainConfig, steps_per_epoch: int) -> int:
@@ -261,11 +213,6 @@ def _pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool, argv: list[str] 
         return 1
     log.finish(state, prog)
     return 0
-
-
-def one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 def gather_rng(state: torch.Tensor) -> list[torch.Tensor]:
@@ -435,16 +382,3 @@ def resume_hint(run_dir: Path) -> str:
         return f"to resume from an earlier save, copy {saved[-1]} over last.pt; or start a new run"
     return "start a new run with another --run-dir (no earlier epoch_NNNN.pt to fall back on)"
 
-
-def load_encoder(run_dir: Path, checkpoint: str = "last", prefer_ema: bool = True,
-                 device: torch.device | str = "cpu") -> tuple[nn.Module, PretrainConfig, dict]:
-    """The trained encoder of a run (EMA weights when the run kept them), its config and checkpoint."""
-    from core.training.checkpoint import checkpoint_path
-    ckpt = load_checkpoint(checkpoint_path(run_dir, checkpoint), map_location=device)
-    cfg = PretrainConfig.from_dict(ckpt["config"])
-    model: SimCLRModel = build_model(cfg.backbone, cfg.width, cfg.image_size, cfg.projection_dim)
-    model.load_state_dict(clean_state_dict(ckpt["model"]))
-    encoder = model.encoder
-    if prefer_ema and ckpt.get("ema") is not None:
-        encoder.load_state_dict(clean_state_dict(ckpt["ema"]))
-    return encoder.to(device), cfg, ckpt

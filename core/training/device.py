@@ -1,0 +1,58 @@
+"""Where training runs: the device, its autocast dtype, and the CPU allocator set-up."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+from core.config import PretrainConfig
+from core.errors import DataError
+from core.simclr import dist
+
+
+def pick_device(cfg: PretrainConfig) -> torch.device:
+    """``--device`` (auto: CUDA when visible); under torchrun with CUDA, this rank's GPU."""
+    if dist.is_dist() and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise DataError(f"--device {cfg.device} asked for, but no CUDA device is visible; use --device cpu")
+    return torch.device(cfg.device)
+
+
+def amp_dtype(cfg: PretrainConfig, device: torch.device) -> torch.dtype | None:
+    """bf16/fp16 autocast only on CUDA (bf16 matmul on CPU is far slower than fp32)."""
+    if device.type != "cuda" or cfg.precision == "fp32":
+        return None
+    return torch.float16 if cfg.precision == "fp16" else torch.bfloat16
+
+
+def keep_freed_memory() -> bool:
+    """Serve big CPU tensors from the heap and keep freed memory there (glibc only).
+
+    glibc's malloc hands every block over 32 MB (activations of a CIFAR batch are 30-130 MB)
+    its own mmap and returns it to the kernel on free, so each training step faults all its
+    activation memory in again, page by page: on 2 cores, 0.35 s of a 0.9 s step at width
+    16 and 2.8 s of a 9.4 s step at width 64 (batch 256) were the kernel zeroing pages.
+    With mmap off, trimming at 1 GiB and one arena, the freed blocks are reused: steps got
+    1.2x faster, and the peak resident memory grew by what the heap cannot reuse (ResNet-18
+    width 16 at batch 256, 32 px, 1.8 -> 2.2 GB, width 64 at batch 512 5.7 -> 9.7 GB; docs/BENCHMARKS.md).
+    ``SIMCLR_KEEP_FREED_MEMORY=0`` in the environment turns it off. Returns whether it applied.
+    """
+    import ctypes
+    import platform
+    if os.environ.get("SIMCLR_KEEP_FREED_MEMORY", "1") == "0":
+        return False
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8  # <malloc.h>
+    # one arena: with per-thread arenas each kept its own freed blocks (+1 GB at width 64)
+    return (bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+            and bool(libc.mallopt(m_arena_max, 1)))
