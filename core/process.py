@@ -1,0 +1,124 @@
+"""Processes: is one alive, start one detached with a log, stop a group with grace then kill.
+
+Plain Python, no torch. The runner records its pid, process group and start time in
+status.json; the queue worker records its children in queue.json; the TUI starts jobs too.
+All of them start, watch and stop processes through this one module.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+
+def start_time(pid: int) -> int | None:
+    """The kernel's start time of a process (clock ticks since boot), or None if gone/unknown.
+
+    pid + start time identifies a process even after the pid is reused.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may contain spaces; fields after the last ')' are fixed
+    rest = stat.rsplit(")", 1)[1].split()
+    try:
+        return int(rest[19])  # field 22 overall
+    except (IndexError, ValueError):
+        return None
+
+
+def alive(pid: int | None, started: int | None) -> bool | None:
+    """True/False when this host can tell, None when it cannot (no /proc)."""
+    if not pid:
+        return False
+    if not Path("/proc/self/stat").exists():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return None if started else True
+    now = start_time(pid)
+    if now is None:
+        return False
+    return started is None or now == started
+
+
+def start_detached(argv: list[str], log: Path, env: dict[str, str] | None = None, header: str | None = None,
+                   reap: bool = False) -> tuple[subprocess.Popen, int]:
+    """Start ``argv`` in a session of its own (quitting the starter never takes it down), stdin
+    closed, stdout and stderr appended to ``log`` (after ``header``, a line saying what runs).
+
+    Returns the process and the byte offset in ``log`` where its output begins (what it says
+    when it fails is read from there). ``reap``: a thread waits for it, so a long-lived caller
+    keeps no zombie. Raises OSError when it cannot be started (the log keeps the header).
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        if header:
+            out.write(header.encode())
+            out.flush()
+        offset = out.tell()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env, close_fds=True)
+    if reap:
+        threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+    return proc, offset
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    """Send ``sig`` to a process group; ProcessLookupError when it is gone."""
+    if not isinstance(pgid, int) or pgid <= 1 or pgid == os.getpgrp():
+        raise ProcessLookupError(f"no process group to signal (pgid={pgid!r})")
+    os.killpg(pgid, sig)
+
+
+def stop_group(pgid: int, grace: float = 30.0, poll: float = 0.1) -> str:
+    """SIGTERM a process group, then SIGKILL it if it still lives after ``grace`` seconds.
+    Returns the last signal's name."""
+    signal_group(pgid, signal.SIGTERM)
+    end = time.monotonic() + grace
+    while time.monotonic() < end:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return "SIGTERM"
+        time.sleep(poll)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        return "SIGTERM"
+    return "SIGKILL"
+
+
+def last_error(log: Path, since: int = 0) -> str | None:
+    """The runner's one-line error (``simclr: error: ...``) written to ``log`` after byte
+    ``since``; else its last line (300 characters at most); None when it wrote nothing."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(since)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    errors = [ln.removeprefix("simclr: error: ") for ln in lines if ln.startswith("simclr: error:")]
+    return errors[-1] if errors else (lines[-1][:300] if lines else None)
+
+
+def scheduler_fields() -> dict[str, object]:
+    """The batch job this process runs in, as status.json records it: readers ask the
+    scheduler about that job (core.jobs.slurm). Empty outside Slurm."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return {}
+    try:
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    except ValueError:
+        restarts = 0
+    return {"slurm_job_id": job, "slurm_restarts": restarts, "launcher": os.environ.get("SIMCLR_LAUNCHER", "local")}
