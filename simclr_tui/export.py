@@ -1,4 +1,4 @@
-"""Tables written to files: CSV, markdown and LaTeX under ``<runs dir>/exports/``.
+"""Tables written to files: CSV, markdown and LaTeX (``core.report.tables``) under ``<runs dir>/exports/``.
 
 Each export is one timestamped stem (``compare-20250131-142501``) with one file per format;
 a second export in the same second gets ``-2``. Files are written whole to a temporary name
@@ -7,50 +7,17 @@ and renamed, so a reader never sees half a table.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
-import re
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+# the tables themselves are core's (``simclr results`` writes the same formats); the screens
+# import them from here with the files they go to
+from core.report.tables import csv_table, latex_table, markdown_table
+
+__all__ = ["EXPORTS", "csv_table", "export_stem", "latex_table", "markdown_table", "write_files"]
 
 EXPORTS = "exports"
-
-_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
-
-
-def latex_escape(text: str) -> str:
-    return re.sub(r"[&%$#_{}~^\\]", lambda m: _LATEX_SPECIAL[m.group()], text).replace("±", r"$\pm$")
-
-
-def _cell(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def csv_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([[_cell(v) for v in r] for r in rows])
-    return out.getvalue()
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def line(cells: Sequence[Any]) -> str:
-        return "| " + " | ".join(_cell(c).replace("|", r"\|") for c in cells) + " |"
-
-    return "\n".join([line(header), "|" + "|".join(" --- " for _ in header) + "|", *map(line, rows)]) + "\n"
-
-
-def latex_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def line(cells: Sequence[Any]) -> str:
-        return " & ".join(latex_escape(_cell(c)) for c in cells) + r" \\"
-
-    return "\n".join([r"\begin{tabular}{" + "l" * len(header) + "}", r"\hline", line(header), r"\hline",
-                      *map(line, rows), r"\hline", r"\end{tabular}"]) + "\n"
 
 
 def export_stem(runs_dir: str | Path, what: str, now: float | None = None) -> Path:

@@ -4,26 +4,15 @@ from __future__ import annotations
 
 from rich.text import Text
 
-#: state -> Rich style; the same colours everywhere a state is shown
-STATE_STYLES = {
-    "queued": "medium_purple1",
-    "starting": "bold cyan",
-    "running": "bold green",
-    "finished": "blue",
-    "failed": "bold red",
-    "stopped": "yellow",
-    "crashed": "bold magenta",
-    "damaged": "bold white on red",
-}
-
+# state -> Rich style, the same map `simclr runs` uses; the screens style single parts with it
+from core.report.states import STATE_STYLES, state_style  # noqa: F401
 
 #: a sweep's group row
 GROUP_STYLE = "bold medium_purple1"
 
 
 def state_text(state: str) -> Text:
-    base = state.split(" ")[0]
-    return Text(state, style=STATE_STYLES.get(base, ""))
+    return Text(state, style=state_style(state))
 
 
 def duration(seconds: float | None) -> str:

@@ -13,12 +13,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from core.jobs.sweep import UNSWEPT, setting_label
+from core.jobs.sweep import setting_label
+from core.report.groups import NOT_A_SETTING, differing_keys
 
 from .store import RunView
-
-#: config keys runs of one setting may differ in
-NOT_A_SETTING = ("seed", *UNSWEPT)
 
 
 @dataclass(frozen=True)
@@ -95,12 +93,6 @@ def _labels(entries: list[tuple[str | None, dict[str, Any], list[str]]], runs: d
             first = runs.get(members[0])
             out[i] += f" ({first.name if first else members[0]}{f' +{len(members) - 1}' if len(members) > 1 else ''})"
     return out
-
-
-def differing_keys(settings: list[dict[str, Any]]) -> list[str]:
-    """Keys whose values are not the same in every setting (absent counts as a value)."""
-    keys = sorted({k for s in settings for k in s})
-    return [k for k in keys if len({json.dumps(s.get(k, "<absent>"), default=str) for s in settings}) > 1]
 
 
 def is_grouped(groups: list[Group]) -> bool:

@@ -12,8 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.helpers import make_eval_job, write_status
+
 from core.cli import main
-from core.evaluation.results import latex_escape
+from core.report.tables import latex_escape
 
 CONFIG = {"dataset": "cifar10", "data_dir": "data", "backbone": "resnet18", "width": 64, "batch_size": 256,
           "projection_dim": 128, "optimizer": "lars", "epochs": 2, "temperature": 0.5, "seed": 0,
@@ -30,7 +32,7 @@ def make_run(runs: Path, name: str, top1: float | None = None, top5: float | Non
     """A finished run with one evaluation result (when top1 is given) and its sweep.json."""
     run = runs / name
     write(run / "config.json", {**CONFIG, **config})
-    write(run / "status.json", {"kind": "pretrain", "state": "finished", "epoch": 2, "total_epochs": 2})
+    write_status(run, kind="pretrain", state="finished", epoch=2, total_epochs=2)
     if top1 is not None:
         add_result(run, job, top1, top5)
     if sweep is not None:
@@ -168,14 +170,14 @@ def test_bad_group_by_is_one_line(tmp_path, capsys):
 def test_runs_json_has_sweep_queue_position_notes_and_results(tmp_path, capsys):
     runs = tmp_path / "runs"
     done = make_run(runs, "done", 0.55, sweep={"sweep": "tsweep", "index": 0, "swept": {"temperature": 0.5}})
-    write(done / "eval" / "linear-last" / "status.json", {"kind": "linear-eval", "state": "finished", "parent": "done"})
+    make_eval_job(done, "linear-last", kind="linear-eval", state="finished", parent="done")
     write(done / "notes.json", {"note": "the baseline", "tags": ["baseline", "lr-test"]})
     (done / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (
         {"step": 1, "tag": "train/loss", "value": 5.0}, {"step": 2, "tag": "train/loss", "value": 4.5},
         {"step": 2, "tag": "knn/top1", "value": 0.3}, {"step": 1, "tag": "linear/test_top1", "value": 0.9, "job": "x"})))
     for name, order in (("q-late", 5), ("q-next", 1.5)):
         write(runs / name / "config.json", CONFIG)
-        write(runs / name / "status.json", {"kind": "pretrain", "state": "queued", "epoch": 0, "total_epochs": 2})
+        write_status(runs / name, kind="pretrain", state="queued", epoch=0, total_epochs=2)
         write(runs / name / "queue.json", {"order": order, "then": [], "launch": None})
     assert main(["runs", "--runs-dir", str(runs), "--format", "json"]) == 0
     records = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
@@ -205,7 +207,7 @@ def test_garbage_sweep_notes_and_queue_files_do_not_crash(tmp_path, capsys):
         run = make_run(runs, f"g{i}", 0.5, sweep=sweep)
         (run / "notes.json").write_text(notes if isinstance(notes, str) else json.dumps(notes))
         write(run / "queue.json", {"order": "first"} if i % 2 else [3])
-    write(runs / "g0" / "status.json", {"state": "queued"})
+    write_status(runs / "g0", state="queued")
     write(runs / "g1" / "eval" / "knn-last.json", {"kind": "knn", "test_top1": True, "settings": [1]})  # no number
     for flags in ([], ["--group-by", "sweep"], ["--group-by", "config"]):
         for fmt in ("markdown", "csv", "json", "latex"):

@@ -5,28 +5,26 @@ projection dim, epochs, optimizer (of pretraining), dataset (evaluated on), top-
 (a fraction) and the run's name. ``--group-by sweep|config`` folds the runs of one setting
 (the same sweep values, or the same config, seed aside) into one row: the mean top-1 over
 them ± its sample standard deviation (n - 1 in the denominator), and n. Output as markdown,
-CSV, JSON or a LaTeX tabular. Plain Python, no torch: cheap for the TUI to call.
+CSV, JSON or a LaTeX tabular (``core.report.tables``, as the TUI's exports). Plain Python,
+no torch: cheap for the TUI to call.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.report.groups import differing_keys, setting_of
+from core.report.tables import table
 from core.runs import iter_runs, read_json, read_sweep
 
 COLUMNS = ("Method", "Batch Size", "Backbone", "Projection dim", "Epochs", "Optimizer", "Dataset",
            "Accuracy", "Run")
 FORMATS = ("markdown", "csv", "json", "latex")
 GROUP_BY = ("sweep", "config")
-#: config keys that do not define a setting: runs differing only in these are one group
-NOT_A_SETTING = ("seed", "device", "workers")
 METRICS = ("test_top1", "test_top5")
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-10", "synthetic": "synthetic"}
 PROTOCOL_NAMES = {"lbfgs": "L-BFGS", "adam": "Adam"}
@@ -130,8 +128,7 @@ def rows(results: list[Result]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------- groups
 def _shared(r: Result, by: str) -> dict[str, Any]:
     """What the runs of one group have in common: the swept values or the config, seed aside."""
-    values = r.sweep["swept"] if by == "sweep" else r.config
-    return {k: v for k, v in values.items() if k not in NOT_A_SETTING}
+    return setting_of(r.sweep["swept"] if by == "sweep" else r.config)
 
 
 def _label(values: dict[str, Any]) -> str:
@@ -161,9 +158,7 @@ def groups(results: list[Result], by: str) -> list[dict[str, Any]]:
         found.sort(key=place)
         differing = None
     else:  # the keys whose values are not the same in every group's config
-        configs = [_shared(m[0], by) for m in found]
-        keys = sorted({k for c in configs for k in c})
-        differing = [k for k in keys if len({json.dumps(c.get(k, "<absent>"), default=str) for c in configs}) > 1]
+        differing = differing_keys([_shared(m[0], by) for m in found])
     return [_group_record(m, by, differing) for m in found]
 
 
@@ -190,30 +185,9 @@ def _group_record(m: list[Result], by: str, differing: list[str] | None) -> dict
 
 
 # ---------------------------------------------------------------------- output
-_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
-
-
-def latex_escape(text: str) -> str:
-    return re.sub(r"[&%$#_{}~^\\]", lambda m: _LATEX_SPECIAL[m.group()], text).replace("±", r"$\pm$")
-
-
 def render(records: list[dict[str, Any]], fmt: str = "markdown") -> str:
     """Records (of :func:`rows` or :func:`groups`) as a markdown table (the seed's README
     format), CSV, a LaTeX tabular (the table's columns) or JSON (every key)."""
     if fmt == "json":
         return json.dumps(records, indent=2) + "\n"
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(records)
-        return out.getvalue()
-    if fmt == "latex":
-        lines = [r"\begin{tabular}{" + "l" * len(COLUMNS) + "}", r"\hline",
-                 " & ".join(latex_escape(c) for c in COLUMNS) + r" \\", r"\hline"]
-        lines += [" & ".join(latex_escape(str(r[c])) for c in COLUMNS) + r" \\" for r in records]
-        return "\n".join([*lines, r"\hline", r"\end{tabular}"]) + "\n"
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(" --- " for _ in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(r[c] for c in COLUMNS) + " |" for r in records]
-    return "\n".join(lines) + "\n"
+    return table(COLUMNS, [[r.get(c) for c in COLUMNS] for r in records], fmt)
