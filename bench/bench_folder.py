@@ -49,11 +49,11 @@ def write_folder(src_zip: Path, out: Path, n: int, size: int) -> None:
 def loader_rate(folder: Path, size: int, workers: int, batches: int = 8) -> float:
     import torch
 
-    from core.training.pipeline import train_pipeline
+    from core.training.pipeline import augment_config, train_pipeline
 
     cfg = PretrainConfig(dataset="folder", data_dir=str(folder), image_size=size, batch_size=64, workers=workers,
                          knn_every=0).validate()
-    pipe = train_pipeline(cfg, torch.device("cpu"), 0, 1)
+    pipe = train_pipeline(cfg, augment_config(cfg), torch.device("cpu"), 0, 1)
     it = iter(pipe.epoch(0))
     next(it)  # workers started, first batch out
     t0, pairs = time.perf_counter(), 0

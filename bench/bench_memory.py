@@ -13,7 +13,7 @@ peak happens. Rows:
   (10,000 train + 10,000 test images) and a checkpoint;
 * ``cifar10-resnet18``: the paper's recipe (width 64, batch 512) for 2 steps, monitor off
   (``--no-full`` skips it; on 2 CPU cores a step takes ~20 s);
-* each run again with ``SIMCLR_KEEP_FREED_MEMORY=0``: without ``core.training.trainer.keep_freed_memory``
+* each run again with ``SIMCLR_KEEP_FREED_MEMORY=0``: without ``core.training.device.keep_freed_memory``
   (on CPU, malloc keeps freed activation memory for reuse: faster steps, higher peak).
 
 The decoded images come from the on-disk cache (``~/.cache/simclr-tui``); the first run ever

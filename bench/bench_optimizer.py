@@ -13,7 +13,7 @@ kept fixed so every step does the same work):
   the timed steps its parameters are compared with the reference's: the difference must
   be zero or float rounding.
 * ``AdamW, per tensor``: ``torch.optim.AdamW(foreach=False)``.
-* ``AdamW, fused``: ``fused=True``, as ``core.training.trainer.make_optimizer`` builds it.
+* ``AdamW, fused``: ``fused=True``, as ``core.training.model.make_optimizer`` builds it.
 
 Steps alternate between the sides within each repeat; the table gives the median and
 range of milliseconds per step over repeats, and each side's speed against its baseline.
@@ -34,7 +34,8 @@ sys.path.insert(0, str(REPO))
 
 from core.config import PretrainConfig  # noqa: E402
 from core.simclr.lars import LARS  # noqa: E402
-from core.training.trainer import build_training_model, keep_freed_memory  # noqa: E402
+from core.training.device import keep_freed_memory  # noqa: E402
+from core.training.model import build_training_model  # noqa: E402
 
 
 @torch.no_grad()

@@ -40,11 +40,12 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_train_step import DEFAULT_DATA, Ours, RefNTXent, load_avg, load_data, sync
 
-from core.training import trainer
 from core.config import PretrainConfig
 from core.simclr.loss import NTXentLoss
 from core.simclr.models import build_model
-from core.training.pipeline import TensorPipeline
+from core.training.device import amp_dtype, keep_freed_memory
+from core.training.model import make_optimizer
+from core.training.pipeline import TensorPipeline, augment_config
 
 
 def base_cfg(args, device: torch.device, **changes) -> PretrainConfig:
@@ -131,10 +132,10 @@ class Variant:
     def __init__(self, cfg: PretrainConfig, data, device: torch.device, amp: torch.dtype | None,
                  layout: torch.memory_format) -> None:
         self.device, self.amp, self.layout = device, amp, layout
-        self.pipe = TensorPipeline(data, cfg, device)
+        self.pipe = TensorPipeline(data, augment_config(cfg), cfg.batch_size, cfg.seed, device)
         self.model = build_model(cfg.backbone, cfg.width, cfg.image_size, cfg.projection_dim).to(device)
         self.model = self.model.to(memory_format=layout)
-        self.optimizer = trainer.make_optimizer(cfg, self.model)
+        self.optimizer = make_optimizer(cfg, self.model)
         self.criterion = NTXentLoss(cfg.temperature)
         self.epoch = 0
         self.batches = iter(())
@@ -203,7 +204,7 @@ def gpu_rows(args, device: torch.device, data, root: Path) -> None:
         s = ours.run(steps)
         epochs.append(sum(s) / steps * len(ours.pipe))
     print(f"\n### 3b. CIFAR-10 recipe (cifar10-resnet18: ResNet-18, batch {cfg.batch_size}, "
-          f"{trainer.amp_dtype(cfg, device) or 'fp32'}), core.training.trainer.train, monitor and checkpoints off\n")
+          f"{amp_dtype(cfg, device) or 'fp32'}), core.training.trainer.train, monitor and checkpoints off\n")
     print("| time per epoch (s, median) | range | epochs | steps timed per epoch | pairs/s |")
     print("| ---: | ---: | ---: | ---: | ---: |")
     med = statistics.median(epochs)
@@ -245,7 +246,7 @@ def main() -> None:
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f", {os.cpu_count()} CPUs")
           + f", {torch.get_num_threads()} threads; load average {load_avg()} at start")
     if device.type == "cpu":
-        trainer.keep_freed_memory()  # as `simclr pretrain` does on CPU (the reference loss gets it too)
+        keep_freed_memory()  # as `simclr pretrain` does on CPU (the reference loss gets it too)
     root = Path(tempfile.mkdtemp(prefix="bench-scaling-"))
     data = load_data(args.data_dir, None) if parts & {1, 3} else None
     if 1 in parts:

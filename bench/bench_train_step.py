@@ -8,7 +8,7 @@ A step is everything between two optimizer updates: the two views of a batch, th
 pass, the loss, the backward pass and the update.
 
 * ``ours``: the product's own code path. ``core.training.pipeline.train_pipeline`` (CIFAR-10 as one
-  uint8 tensor, ``BatchedViews`` in the training process), ``core.training.trainer.build_training_model``
+  uint8 tensor, ``BatchedViews`` in the training process), ``core.training.model.build_training_model``
   (ResNet-18, CIFAR stem, channels_last), ``make_optimizer`` (LARS, as the CIFAR-10
   presets) and the training loop itself, ``core.training.trainer.train``, with its NT-Xent, its one
   ``loss.item()`` per step, its learning-rate schedule and its ``RunLog`` writing
@@ -27,7 +27,7 @@ pass, the loss, the backward pass and the update.
   (NCHW) memory layout, fp32.
 * Every side runs in its own process (spawned, so each has its own malloc state and the
   reference its own DataLoader workers), driven by this one: ours with
-  ``core.training.trainer.keep_freed_memory`` (what ``simclr pretrain`` applies on CPU: malloc keeps
+  ``core.training.device.keep_freed_memory`` (what ``simclr pretrain`` applies on CPU: malloc keeps
   freed activation memory instead of unmapping it), the reference under glibc's default.
 * ``model fwd+bwd`` (with ``--model-row``): our model's forward and backward on a fixed batch,
   nothing else, for the FLOP rate the convolutions reach by themselves.
@@ -67,11 +67,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from core.training import trainer
 from core.config import PretrainConfig
+from core.training import trainer
 from core.training.data import TensorData, load_tensor_split, synthetic
-from core.training.pipeline import TensorPipeline
+from core.training.device import amp_dtype, keep_freed_memory
+from core.training.model import build_training_model, make_optimizer, wrap_model
+from core.training.pipeline import TensorPipeline, augment_config
 from core.training.runlog import RunLog
+from core.training.session import Progress, Session
 from core.training.stopping import StopGuard
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10"
@@ -156,12 +159,12 @@ class Ours:
     def __init__(self, cfg: PretrainConfig, data: TensorData, device: torch.device, root: Path,
                  nchw: bool = False) -> None:
         self.cfg, self.device, self.root = cfg, device, root
-        self.pipe = TensorPipeline(data, cfg, device)
-        self.model = trainer.build_training_model(cfg, device)
+        self.pipe = TensorPipeline(data, augment_config(cfg), cfg.batch_size, cfg.seed, device)
+        self.model = build_training_model(cfg, device)
         if nchw:  # the ablation: the trainer as it was before it used channels_last on CPU
             self.model = NCHW(self.model.to(memory_format=torch.contiguous_format))
-        self.optimizer = trainer.make_optimizer(cfg, self.model)
-        self.model = trainer.wrap_model(cfg, self.model, device)
+        self.optimizer = make_optimizer(cfg, self.model)
+        self.model = wrap_model(cfg, self.model, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
         self.runs = 0
         self.epoch = 0
@@ -171,12 +174,12 @@ class Ours:
         self.runs += 1
         log = TimedLog(self.root / f"ours-{self.runs}", self.cfg, argv=["bench"])
         # each call trains a fresh epoch's first batches; the schedule spans these steps
-        prog = trainer.Progress(step=0, epoch=self.epoch, total_steps=steps)
+        prog = Progress(step=0, epoch=self.epoch, total_steps=steps)
         prog.step = prog.epoch * len(self.pipe)
         prog.total_steps = prog.step + steps
         self.epoch += 1
-        trainer.train(self.cfg, self.model, self.optimizer, self.scaler, None, self.pipe, prog, log,
-                      StopGuard(), self.device, checkpoint=lambda name="last": None, monitor=lambda: None)
+        session = Session(self.cfg, self.device, self.pipe, self.model, self.optimizer, self.scaler, None, prog, log)
+        trainer.train(session, StopGuard())  # no monitor, no checkpoints
         log.close()
         return [b - a for a, b in itertools.pairwise(log.marks)]
 
@@ -331,11 +334,11 @@ class Reference:
 class ModelOnly:
     def __init__(self, cfg: PretrainConfig, device: torch.device) -> None:
         self.device = device
-        self.model = trainer.build_training_model(cfg, device)
+        self.model = build_training_model(cfg, device)
         b = cfg.batch_size
         self.x = torch.randn(2 * b, 3, cfg.image_size, cfg.image_size, device=device).contiguous(
             memory_format=torch.channels_last)
-        self.amp = trainer.amp_dtype(cfg, device)
+        self.amp = amp_dtype(cfg, device)
 
     def run(self, steps: int) -> list[float]:
         out = []
@@ -416,7 +419,7 @@ def serve(key: str, args: argparse.Namespace, conn) -> None:
     device = pick(args)
     cfg = make_cfg(args, device)
     if kind in ("ours", "model") and opts.get("product_allocator", True) and device.type == "cpu":
-        trainer.keep_freed_memory()  # as `simclr pretrain` does on CPU
+        keep_freed_memory()  # as `simclr pretrain` does on CPU
     data = load_data(args.data_dir, args.n)
     info = ""
     if kind == "ours":
@@ -465,7 +468,7 @@ def main() -> None:
                    help="with --compile: keep inductor's on-disk cache (default: a fresh one, so compile time is cold)")
     p.add_argument("--no-reference", action="store_true", help="skip the reference side")
     p.add_argument("--ablate-allocator", action="store_true",
-                   help="add a side: ours under glibc's default malloc (without core.training.trainer.keep_freed_memory)")
+                   help="add a side: ours under glibc's default malloc (without core.training.device.keep_freed_memory)")
     p.add_argument("--ablate-layout", action="store_true",
                    help="add a side: ours with the model in NCHW (the trainer before it used channels_last on CPU)")
     p.add_argument("--model-row", action="store_true", help="add a row: our model's forward + backward alone")
@@ -489,14 +492,14 @@ def main() -> None:
 
     if args.profile:
         if device.type == "cpu":
-            trainer.keep_freed_memory()
+            keep_freed_memory()
         data = load_data(args.data_dir, args.n)
         ours = Ours(cfg, data, device, Path(tempfile.mkdtemp(prefix="bench-train-step-")))
         ours.run(1)  # warm-up
         profile(ours, args.profile)
         return
 
-    amp = trainer.amp_dtype(cfg, device)
+    amp = amp_dtype(cfg, device)
     dtype = amp or torch.float32
     peak = matmul_peak(device, dtype)
     cpeak = conv_peak(device, dtype)

@@ -94,8 +94,10 @@ def train_steps(cfg, device, steps: int, root: Path, images: int | None = None, 
 
     from core.training import trainer
     from core.training.data import synthetic
-    from core.training.pipeline import TensorPipeline
+    from core.training.model import build_training_model, make_optimizer, wrap_model
+    from core.training.pipeline import TensorPipeline, augment_config
     from core.training.runlog import RunLog
+    from core.training.session import Progress, Session
     from core.training.stopping import StopGuard
 
     class TimedLog(RunLog):
@@ -113,19 +115,19 @@ def train_steps(cfg, device, steps: int, root: Path, images: int | None = None, 
 
     torch.manual_seed(seed)
     n = images or max(cfg.batch_size * steps, cfg.batch_size * 2)
-    pipe = TensorPipeline(synthetic(n, cfg.image_size, seed=seed), cfg, device)
-    model = trainer.build_training_model(cfg, device)
-    optimizer = trainer.make_optimizer(cfg, model)
+    pipe = TensorPipeline(synthetic(n, cfg.image_size, seed=seed), augment_config(cfg), cfg.batch_size, cfg.seed,
+                          device)
+    model = build_training_model(cfg, device)
+    optimizer = make_optimizer(cfg, model)
     if data_parallel:
         model = torch.nn.DataParallel(model)
     else:
-        model = trainer.wrap_model(cfg, model, device)
+        model = wrap_model(cfg, model, device)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     run_dir = Path(tempfile.mkdtemp(dir=root, prefix="steps-"))
     log = TimedLog(run_dir, cfg, argv=["gpu_check"])
-    prog = trainer.Progress(total_steps=min(steps, len(pipe)))
-    trainer.train(cfg, model, optimizer, scaler, None, pipe, prog, log, StopGuard(), device,
-                  checkpoint=lambda name="last": None, monitor=lambda: None)
+    prog = Progress(total_steps=min(steps, len(pipe)))
+    trainer.train(Session(cfg, device, pipe, model, optimizer, scaler, None, prog, log), StopGuard())  # saves nothing
     log.close()
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -19,7 +19,7 @@ import torch
 from core.simclr import layout
 from core.config import PretrainConfig
 from core.simclr.models import build_model, inference_copy
-from core.training.trainer import build_training_model
+from core.training.model import build_training_model
 
 # widths 4-8 at 24 and 32 px: 20 forward + backward steps each, through the trainer's model
 TRAIN_SMALL_WIDTHS = textwrap.dedent("""
@@ -27,7 +27,7 @@ TRAIN_SMALL_WIDTHS = textwrap.dedent("""
     from core.simclr import layout
     from core.config import PretrainConfig
     from core.simclr.loss import NTXentLoss
-    from core.training.trainer import build_training_model
+    from core.training.model import build_training_model
     torch.manual_seed(0)
     for size in (24, 32):
         for width in (4, 5, 6, 7, 8):

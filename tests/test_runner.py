@@ -220,7 +220,7 @@ def test_corrupt_or_missing_checkpoint_is_a_clear_error_and_deletes_nothing(tmp_
 
 
 def test_resume_hint_names_the_newest_epoch_checkpoint(tmp_path):
-    from core.training.trainer import resume_hint
+    from core.training.resume import resume_hint
 
     (tmp_path / "checkpoints").mkdir()
     assert "no earlier epoch_NNNN.pt" in resume_hint(tmp_path)
@@ -235,7 +235,7 @@ def test_grads_have_their_parameters_strides_for_the_fused_adamw():
     """Fused AdamW on CPU reads grad and parameter with the same strides (torch assumes it:
     a contiguous grad on a channels_last weight gets a wrong update); autograd keeps it."""
     from core.config import PretrainConfig
-    from core.training.trainer import build_training_model, make_optimizer
+    from core.training.model import build_training_model, make_optimizer
 
     cfg = PretrainConfig(dataset="synthetic", width=8, image_size=16, batch_size=4, optimizer="adam")
     model = build_training_model(cfg, torch.device("cpu"))

@@ -31,6 +31,8 @@ from core.simclr.models import inference_copy
 
 
 def augment_config(cfg: PretrainConfig) -> AugmentConfig:
+    """The views a run's config asks for (size, colour jitter, blur, its dataset's mean and std):
+    the one place a config becomes an AugmentConfig. The trainer makes it once, at set-up."""
     mean, std = stats_for(cfg.dataset)
     return AugmentConfig(image_size=cfg.image_size, jitter_strength=cfg.jitter_strength,
                          blur=cfg.use_blur, mean=mean, std=std)
@@ -39,27 +41,27 @@ def augment_config(cfg: PretrainConfig) -> AugmentConfig:
 class TensorPipeline:
     """Small images: batched augmentation on the device."""
 
-    def __init__(self, data: TensorData, cfg: PretrainConfig, device: torch.device,
-                 rank: int = 0, world: int = 1) -> None:
+    def __init__(self, data: TensorData, views: AugmentConfig, batch_size: int, seed: int,
+                 device: torch.device, rank: int = 0, world: int = 1) -> None:
         self.images = data.images.to(device)
-        self.cfg, self.device, self.rank, self.world = cfg, device, rank, world
-        self.augment = BatchedViews(augment_config(cfg))
+        self.batch_size, self.seed, self.device, self.rank, self.world = batch_size, seed, device, rank, world
+        self.augment = BatchedViews(views)
         # the same generator on every rank, on the device (no host sync): every rank draws
         # the parameters of the whole global batch and applies its own share, so the views
         # are the same for any number of processes
         self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(cfg.seed * 7919)
+        self.generator.manual_seed(seed * 7919)
 
     def __len__(self) -> int:
-        return len(self.images) // self.cfg.batch_size
+        return len(self.images) // self.batch_size
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        B = self.cfg.batch_size
+        B = self.batch_size
         b = B // self.world
         mine = torch.arange(self.rank * b, (self.rank + 1) * b, device=self.device)
         mine = torch.cat([mine, mine + B])  # rows of view 1 and view 2 in the 2B draws
         _, _, h, w = self.images.shape
-        for idx in batches(len(self.images), B, self.cfg.seed, epoch, start, self.rank, self.world):
+        for idx in batches(len(self.images), B, self.seed, epoch, start, self.rank, self.world):
             x = self.images[idx.to(self.device)]
             params = self.augment.sample_params(2 * B, h, w, self.device, self.generator)
             if self.world > 1:
@@ -68,10 +70,15 @@ class TensorPipeline:
             yield both[:b], both[b:]
 
     def rng_state(self) -> Tensor:
+        """The generator's state: a CPU byte tensor whose format depends on the device type."""
         return self.generator.get_state()
 
     def set_rng_state(self, state: Tensor) -> None:
-        self.generator.set_state(state.cpu() if self.device.type == "cpu" else state)
+        self.generator.set_state(state)  # a CPU byte tensor, whatever the generator's device
+
+    def reseed(self, salt: int) -> None:
+        """A fresh stream, for a state that cannot be restored (saved on another device type)."""
+        self.generator.manual_seed(self.seed * 7919 + salt)
 
 
 class _IndexBatches(torch.utils.data.Sampler):
@@ -88,19 +95,19 @@ class _IndexBatches(torch.utils.data.Sampler):
 class LoaderPipeline:
     """Large images: DataLoader workers decode and augment per image."""
 
-    def __init__(self, dataset: ImageListDataset, cfg: PretrainConfig, device: torch.device,
-                 rank: int = 0, world: int = 1) -> None:
-        self.dataset, self.cfg, self.device, self.rank, self.world = dataset, cfg, device, rank, world
+    def __init__(self, dataset: ImageListDataset, batch_size: int, seed: int, workers: int,
+                 device: torch.device, rank: int = 0, world: int = 1) -> None:
+        self.dataset, self.batch_size, self.seed, self.workers = dataset, batch_size, seed, workers
+        self.device, self.rank, self.world = device, rank, world
 
     def __len__(self) -> int:
-        return len(self.dataset) // self.cfg.batch_size
+        return len(self.dataset) // self.batch_size
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         # workers are seeded from torch's global RNG, which resume restores
-        index_batches = batches(len(self.dataset), self.cfg.batch_size, self.cfg.seed, epoch, start,
-                                self.rank, self.world)
+        index_batches = batches(len(self.dataset), self.batch_size, self.seed, epoch, start, self.rank, self.world)
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=_IndexBatches(index_batches), num_workers=self.cfg.workers,
+            self.dataset, batch_sampler=_IndexBatches(index_batches), num_workers=self.workers,
             pin_memory=self.device.type == "cuda", persistent_workers=False)
         for (v1, v2), _ in loader:
             yield v1.to(self.device, non_blocking=True), v2.to(self.device, non_blocking=True)
@@ -109,25 +116,33 @@ class LoaderPipeline:
         return torch.get_rng_state()
 
     def set_rng_state(self, state: Tensor) -> None:
-        torch.set_rng_state(state.cpu())
+        torch.set_rng_state(state)
+
+    def reseed(self, salt: int) -> None:
+        torch.manual_seed(self.seed * 7919 + salt)
 
 
-def train_pipeline(cfg: PretrainConfig, device: torch.device, rank: int = 0, world: int = 1):
-    """The pipeline a config asks for, with --subset applied."""
+Pipeline = TensorPipeline | LoaderPipeline
+
+
+def train_pipeline(cfg: PretrainConfig, views: AugmentConfig, device: torch.device, rank: int = 0,
+                   world: int = 1) -> Pipeline:
+    """The pipeline a config asks for, with --subset applied, making ``views`` of each image."""
     if cfg.small_images:
         data = load_tensor_split(cfg.dataset, cfg.data_dir, "train", cfg.image_size, cfg.seed)
-        return TensorPipeline(data.subset(cfg.subset), cfg, device, rank, world)
-    ds = ImageListDataset(cfg.dataset, cfg.data_dir, "train", per_image_views(augment_config(cfg)))
+        return TensorPipeline(data.subset(cfg.subset), views, cfg.batch_size, cfg.seed, device, rank, world)
+    ds = ImageListDataset(cfg.dataset, cfg.data_dir, "train", per_image_views(views))
     if cfg.subset is not None and cfg.subset < len(ds):
         ds = torch.utils.data.Subset(ds, range(cfg.subset))  # type: ignore[assignment]
-    return LoaderPipeline(ds, cfg, device, rank, world)
+    return LoaderPipeline(ds, cfg.batch_size, cfg.seed, cfg.workers, device, rank, world)
 
 
-def labelled_split(cfg: PretrainConfig, split: str, max_images: int | None = None,
-                   seed: int = 0) -> TensorData | ImageListDataset:
+def labelled_split(cfg: PretrainConfig, split: str, max_images: int | None = None, seed: int = 0,
+                   views: AugmentConfig | None = None) -> TensorData | ImageListDataset:
     """A labelled split for evaluation: a uint8 TensorData (small) or a per-image dataset.
 
-    ``max_images`` picks a fixed random subset (seeded), so a monitor stays cheap.
+    ``max_images`` picks a fixed random subset (seeded), so a monitor stays cheap. ``views``
+    (default: the config's) gives the per-image path its evaluation transform.
     """
     name = "labelled-train" if split == "train" else split
     if cfg.small_images:
@@ -140,7 +155,8 @@ def labelled_split(cfg: PretrainConfig, split: str, max_images: int | None = Non
             idx = idx.sort().values
             data = TensorData(data.images[idx], data.labels[idx], data.classes)
         return data
-    ds = ImageListDataset(cfg.dataset, cfg.data_dir, name, eval_transform(augment_config(cfg)))
+    views = views if views is not None else augment_config(cfg)
+    ds = ImageListDataset(cfg.dataset, cfg.data_dir, name, eval_transform(views))
     if max_images is not None and max_images < len(ds):
         idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:max_images]
         return torch.utils.data.Subset(ds, idx.sort().values.tolist())  # type: ignore[return-value]
@@ -148,9 +164,12 @@ def labelled_split(cfg: PretrainConfig, split: str, max_images: int | None = Non
 
 
 @torch.inference_mode()
-def encode(encoder: torch.nn.Module, data, cfg: PretrainConfig, device: torch.device,
+def encode(encoder: torch.nn.Module, data, views: AugmentConfig | PretrainConfig, device: torch.device,
            batch_size: int = 512, workers: int = 0) -> tuple[Tensor, Tensor]:
     """Frozen-encoder features h (N, D) float32 and labels (N,) for a labelled split.
+
+    ``views`` normalises the uint8 images (its mean and std; a run's config stands for its
+    ``augment_config``).
 
     The encoder runs in eval mode, with its BatchNorms folded into its convolutions and in
     the layout ``core.simclr.layout`` chooses (``core.simclr.models.inference_copy``); ``encoder`` itself
@@ -163,7 +182,7 @@ def encode(encoder: torch.nn.Module, data, cfg: PretrainConfig, device: torch.de
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     feats, labels = [], []
     if isinstance(data, TensorData):
-        acfg = augment_config(cfg)
+        acfg = views if isinstance(views, AugmentConfig) else augment_config(views)
         for i in range(0, len(data), batch_size):
             x = normalize_batch(data.images[i:i + batch_size].to(device), acfg)
             with torch.autocast(**amp):

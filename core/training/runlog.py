@@ -13,9 +13,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.config import PretrainConfig
 from core.runs import MetricsWriter, StatusFile, atomic_write_json, truncate_metrics_after
+
+if TYPE_CHECKING:
+    from core.training.session import Saved
 
 
 def git_commit() -> str | None:
@@ -140,19 +144,19 @@ class RunLog:
         self.say(f"{state} at step {prog.step}")
         self.close()
 
-    def abandoned(self, why: str, saved: dict[str, int] | None) -> str | None:
+    def abandoned(self, why: str, saved: Saved | None) -> str | None:
         """The process is ending without finishing its step (core.training.stopping): ``stopped`` at
         the step checkpoints/last.pt holds, with a note. Called from the stop watcher while
         the main thread is stuck, so it prints nothing (the main thread may hold stdout's
         lock) and returns the note instead."""
         if not self.enabled:
             return None
-        if saved:
-            note = f"{why}; stopped at the last checkpoint, step {saved['step']}: --resume continues from there"
+        if saved is not None:
+            note = f"{why}; stopped at the last checkpoint, step {saved.step}: --resume continues from there"
         else:
             note = f"{why}; no checkpoint had been written yet: start the run again"
-        saved = saved or {"step": 0, "epoch": 0}
-        self.status.final(state="stopped", step=saved["step"], epoch=saved["epoch"], note=note)
+        step, epoch = (saved.step, saved.epoch) if saved is not None else (0, 0)
+        self.status.final(state="stopped", step=step, epoch=epoch, note=note)
         return note
 
     def fail(self, error: str) -> None:

@@ -1,0 +1,67 @@
+"""A run's set-up, in one pass: device -> data -> views -> model -> optimizer -> checkpoint -> log."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+from core.config import PretrainConfig
+from core.errors import DataError
+from core.simclr import dist
+from core.training.budget import plan_steps
+from core.training.device import keep_freed_memory, pick_device
+from core.training.model import EMA, build_training_model, make_optimizer, wrap_model
+from core.training.monitor import KnnMonitor, can_monitor
+from core.training.pipeline import TensorPipeline, augment_config, train_pipeline
+from core.training.resume import read_last, restore
+from core.training.runlog import RunLog
+from core.training.session import Progress, Session
+from core.training.stopping import StopGuard
+
+
+def open_session(cfg: PretrainConfig, run_dir: Path, stop: StopGuard, resume: bool = False,
+                 argv: list[str] | None = None) -> Session:
+    """Everything ``train`` needs, restored from checkpoints/last.pt when ``resume``.
+
+    Nothing is written before the checkpoint has been read: a bad one leaves the run as it was.
+    From then on a stop that gives up (``core.training.stopping``) records the run as stopped at
+    the step last.pt holds.
+    """
+    device = pick_device(cfg)
+    if device.type == "cpu":
+        keep_freed_memory()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if cfg.batch_size % world:
+        raise DataError(f"--batch-size {cfg.batch_size} must be divisible by the {world} processes")
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    views = augment_config(cfg)
+    pipe = train_pipeline(cfg, views, device, rank, world)
+    if len(pipe) == 0:
+        n = len(pipe.images) if isinstance(pipe, TensorPipeline) else len(pipe.dataset)
+        raise DataError(f"--batch-size {cfg.batch_size} is larger than the {n} training images; lower it or add images")
+    if cfg.knn_every and not can_monitor(cfg):
+        # unlabelled images pretrain; the monitor needs train/<class>/ and test/<class>/ (said once)
+        print(f"kNN monitor off: {cfg.data_dir} has no labelled train/<class>/ and test/<class>/ images "
+              f"(pretraining needs no labels; evaluate on labelled data with `simclr linear-eval --data-dir ...`)",
+              flush=True)
+        cfg = cfg.replace(knn_every=0)
+    monitor = KnnMonitor(cfg, views, device) if cfg.knn_every else None
+
+    model = build_training_model(cfg, device)
+    optimizer = make_optimizer(cfg, model)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
+    ema = EMA(model.encoder, cfg.ema) if cfg.ema else None
+
+    ckpt = read_last(run_dir, device) if resume else None
+    log = RunLog(run_dir, cfg, enabled=dist.is_main(), argv=argv)
+    s = Session(cfg, device, pipe, model, optimizer, scaler, ema, Progress(total_steps=plan_steps(cfg, len(pipe))),
+                log, monitor, checkpoints=run_dir / "checkpoints")
+    if ckpt is not None:
+        restore(s, ckpt)
+    stop.on_give_up = lambda why: log.abandoned(why, s.saved)
+    s.model = wrap_model(cfg, model, device)
+    return s
