@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import urllib.error
+import uuid
 from pathlib import Path
 
 import pytest
+
+from . import slurm_cluster
+
+
+def pytest_configure(config):
+    """In the controller (or a run without xdist), before any worker starts: a token naming this
+    test session, which its workers inherit; the Slurm test cluster records it (slurm_cluster.up)."""
+    if not hasattr(config, "workerinput"):
+        os.environ[slurm_cluster.SESSION_ENV] = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def pytest_unconfigure(config):
+    """In the controller, after every worker ended: stop the Slurm daemons this test session
+    started, unless another test session still uses them (a cluster running before is left)."""
+    if not hasattr(config, "workerinput"):
+        slurm_cluster.release(os.environ.get(slurm_cluster.SESSION_ENV))
 
 
 @pytest.fixture
