@@ -29,6 +29,8 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers import make_eval_job, write_status
+
 from core import cli, runs as rundir
 
 from core.simclr import dist
@@ -116,7 +118,7 @@ def test_a_reused_pid_is_crashed_not_running(tmp_path):
     from simclr_tui.store import RunStore
     d = tmp_path / "runs" / "rebooted"
     d.mkdir(parents=True)
-    rundir.atomic_write_json(d / "status.json", {**me, "kind": "pretrain", "start_time": me["start_time"] + 1})
+    write_status(d, **{**me, "kind": "pretrain", "start_time": me["start_time"] + 1})
     rundir.atomic_write_json(d / "config.json", {"dataset": "synthetic"})
     assert RunStore(tmp_path / "runs").poll().views["rebooted"].state == "crashed"
 
@@ -172,12 +174,13 @@ def test_simclr_runs_lists_damaged_runs_instead_of_failing(tmp_path, capsys):
     runs = tmp_path / "runs"
     for name in ("truncated", "garbage", "fine"):
         (runs / name).mkdir(parents=True)
+    # deliberately broken and wrong-typed files: by hand, not through core's writer
     (runs / "truncated" / "status.json").write_text('{"state": "runn')
     (runs / "garbage" / "status.json").write_text(json.dumps({"kind": 5, "state": "running", "pid": "x", "epoch": []}))
     (runs / "garbage" / "config.json").write_text('{"dataset": 3, "batch_size": "many"}')
     (runs / "garbage" / "metrics.jsonl").write_text('{"tag": "train/loss", "value": "x"}\n{"tag": ["a"], "value": 1}\n'
                                                     '\x00\xff\n{"tag": "knn/top1", "value": [1]}\n{"tag": "train/lo')
-    rundir.atomic_write_json(runs / "fine" / "status.json", {"kind": "pretrain", "state": "finished"})
+    write_status(runs / "fine", kind="pretrain", state="finished")
     (runs / "fine" / "metrics.jsonl").write_text('{"step": 1, "tag": "train/loss", "value": 2.5}\n')
     assert cli.main(["runs", "--runs-dir", str(runs)]) == 0
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()
@@ -501,8 +504,8 @@ def test_a_run_deleted_while_being_listed_is_skipped(tmp_path, monkeypatch):
     runs = tmp_path / "runs"
     for name in ("a", "b", "c"):
         (runs / name / "eval" / "linear-last").mkdir(parents=True)
-        rundir.atomic_write_json(runs / name / "status.json", {"state": "finished", "kind": "pretrain"})
-        rundir.atomic_write_json(runs / name / "eval" / "linear-last" / "status.json", {"state": "finished"})
+        write_status(runs / name, state="finished", kind="pretrain")
+        make_eval_job(runs / name, "linear-last", state="finished")
     real_iterdir = Path.iterdir
 
     def iterdir(self):
@@ -514,7 +517,7 @@ def test_a_run_deleted_while_being_listed_is_skipped(tmp_path, monkeypatch):
     assert [r.path.relative_to(runs).as_posix() for r in iter_runs(runs, jobs=True)] == \
         ["a", "a/eval/linear-last", "b", "c", "c/eval/linear-last"]
     (runs / "b" / "eval").mkdir(parents=True)  # the same again, through the TUI's store
-    rundir.atomic_write_json(runs / "b" / "status.json", {"state": "finished", "kind": "pretrain"})
+    write_status(runs / "b", state="finished", kind="pretrain")
     snap = RunStore(runs).poll()
     assert snap.error is None and {"a", "c", "c/eval/linear-last"} <= set(snap.views)
 

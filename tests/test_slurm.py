@@ -24,6 +24,7 @@ from core.runs import read_json, read_metrics
 from core.jobs.slurm import JobInfo, SlurmOptions, reconcile, time_seconds
 
 from . import slurm_cluster
+from .helpers import write_status
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "tiny", "--checkpoint-every", "0"]
@@ -358,7 +359,7 @@ def test_a_stop_before_the_runner_can_checkpoint_reads_stopped(tmp_path):
     run.mkdir()
     atomic_write_json(run / "config.json", PretrainConfig.from_dict(preset("tiny")).to_dict())
     atomic_write_json(run / "slurm.json", {"kind": "pretrain", "job_id": "5", "options": SlurmOptions().to_dict()})
-    atomic_write_json(run / "status.json", {**STATUS, "slurm_job_id": "5", "state": "queued", "heartbeat": time.time()})
+    write_status(run, **{**STATUS, "slurm_job_id": "5", "state": "queued", "heartbeat": time.time()})
     env = dict(os.environ, PYTHONPATH=str(ROOT), SLURM_JOB_ID="5")
     proc = subprocess.Popen([sys.executable, "-m", "core", "slurm-job", str(run)], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -399,7 +400,7 @@ def test_a_job_ended_before_its_first_checkpoint_starts_again_from_step_0(tmp_pa
     (run / "checkpoints").mkdir(parents=True)
     (run / "eval" / "knn-last").mkdir(parents=True)  # a --then job queued to follow it stays
     atomic_write_json(run / "config.json", {"preset": "x"})
-    atomic_write_json(run / "status.json", {**STATUS, "state": "running", "step": 5})
+    write_status(run, **{**STATUS, "state": "running", "step": 5})
     for name in ("metrics.jsonl", "meta.json", "events.out.tfevents.1", "stdout.log", "slurm.json", "notes.json"):
         (run / name).write_text("x")
     with monkeypatch.context() as m:  # another job never cleans a directory that is not its own

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.runs import LIVE_STATES, effective_state, read_json
+from core.runs import LIVE_STATES, effective_state, read_status
 
 
 @pytest.fixture
@@ -17,13 +17,13 @@ def runs_dir(tmp_path: Path):
     d = tmp_path / "runs"
     d.mkdir()
     yield d
-    for status in list(d.glob("*/status.json")) + list(d.glob("*/eval/*/status.json")):
-        st = read_json(status)
-        try:
-            if st and effective_state(st) in LIVE_STATES and st.get("pgid", 0) > 1:
-                os.killpg(st["pgid"], signal.SIGKILL)
-        except (ProcessLookupError, PermissionError, TypeError, ValueError):
-            pass  # gone already, or a deliberately broken status.json
+    for path in list(d.glob("*/status.json")) + list(d.glob("*/eval/*/status.json")):
+        status = read_status(path)  # typed: a deliberately broken file reads as None or without a pgid
+        if status and status.pgid is not None and status.pgid > 1 and effective_state(status) in LIVE_STATES:
+            try:
+                os.killpg(status.pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass  # gone already
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ import pytest
 from textual.widgets import DataTable, Input, Select
 from tui_helpers import FAKE_RUNNER, screen_text, wait_for, wait_screen
 
+from tests.helpers import write_status
+
 from simclr_tui.app import make_app
 from simclr_tui.screens.compare import CompareScreen
 from simclr_tui.screens.detail import RunDetailScreen
@@ -208,9 +210,10 @@ async def test_damaged_files_never_crash_the_app(runs_dir, fast_runs):
         data = (dst / broken).read_bytes()
         (dst / broken).write_bytes(data[: len(data) // 2] + b"\x00garbage")
     (runs_dir / "empty-status").mkdir()
-    (runs_dir / "empty-status" / "status.json").write_text("")
+    (runs_dir / "empty-status" / "status.json").write_text("")  # deliberately broken: by hand, not core's writer
     weird = runs_dir / "wrong-types"
     subprocess.run(["cp", "-r", str(runs_dir / "good"), str(weird)], check=True)
+    # deliberately wrong types: by hand, not core's writer
     (weird / "status.json").write_text('{"kind": 5, "state": "running", "pid": "x", "pgid": [], "host": {}, '
                                        '"epoch": "e", "created": "yesterday", "heartbeat": "now"}')
     (weird / "config.json").write_text('{"dataset": 3, "batch_size": "many", "lr": [1]}')
@@ -387,10 +390,8 @@ async def test_a_stop_that_did_not_wait_for_its_step_shows_its_note(runs_dir):
     note = ("the step in progress did not end within 60 s of SIGTERM (stuck in native code?); "
             "stopped at the last checkpoint, step 8: --resume continues from there")
     (run / "config.json").write_text(json.dumps({"dataset": "synthetic", "backbone": "resnet18", "epochs": 4}))
-    (run / "status.json").write_text(json.dumps({
-        "kind": "pretrain", "state": "stopped", "pid": 1, "host": socket.gethostname(), "created": _time.time(),
-        "heartbeat": _time.time(), "epoch": 1, "step": 8, "total_steps": 32, "total_epochs": 4, "error": None,
-        "note": note}))
+    write_status(run, kind="pretrain", state="stopped", pid=1, host=socket.gethostname(), created=_time.time(),
+                 heartbeat=_time.time(), epoch=1, step=8, total_steps=32, total_epochs=4, error=None, note=note)
     app = app_for(runs_dir)
     async with app.run_test(size=(160, 40)) as pilot:
         await wait_for(pilot, lambda: state(app, "stuck") == "stopped", what="stopped")

@@ -16,6 +16,8 @@ import pytest
 from textual.widgets import DataTable
 from tui_helpers import FAKE_RUNNER, screen_text, wait_for, wait_screen
 
+from tests.helpers import make_eval_job, write_status
+
 from core.runs import atomic_write_json, write_notes
 from simclr_tui.app import make_app
 from simclr_tui.screens.compare import CompareScreen
@@ -47,9 +49,8 @@ def write_member(runs: Path, t: float, seed: int, index: int) -> str:
     atomic_write_json(d / "sweep.json", {"sweep": "ts", "index": index, "size": 6, "swept": {"seed": seed,
                       "temperature": t}, "grid": {"temperature": list(TEMPERATURES)}, "seeds": list(SEEDS)})
     host, now = socket.gethostname(), 1_700_000_000.0
-    atomic_write_json(d / "status.json", {"kind": "pretrain", "state": "finished", "pid": 0, "pgid": 0, "host": host,
-                                          "created": now, "heartbeat": now + 60, "epoch": EPOCHS, "step": STEPS,
-                                          "total_steps": STEPS, "total_epochs": EPOCHS, "error": None})
+    write_status(d, kind="pretrain", state="finished", pid=0, pgid=0, host=host, created=now, heartbeat=now + 60,
+                 epoch=EPOCHS, step=STEPS, total_steps=STEPS, total_epochs=EPOCHS, error=None)
     lines = [{"step": s, "epoch": s / (STEPS / EPOCHS), "time": 0, "tag": "train/loss", "value": loss_at(t, seed, s)}
              for s in range(1, STEPS + 1)]
     lines += [{"step": e, "epoch": e, "time": 0, "tag": "knn/top1", "value": 0.3 + 0.1 * e + t + 0.01 * seed}
@@ -58,14 +59,11 @@ def write_member(runs: Path, t: float, seed: int, index: int) -> str:
     lines.append({"step": 1, "epoch": 1, "time": 0, "tag": "linear/test_top1", "value": top1, "job": "linear-last",
                   "started": now})
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    job = d / "eval" / "linear-last"
-    job.mkdir(parents=True)
-    atomic_write_json(job / "status.json", {"kind": "linear-eval", "state": "finished", "pid": 0, "host": host,
-                                            "created": now + 70, "heartbeat": now + 80, "epoch": 1, "total_epochs": 1,
-                                            "parent": name, "checkpoint": "last"})
-    atomic_write_json(d / "eval" / "linear-last.json", {"kind": "linear-eval", "protocol": "lbfgs",
-                                                        "dataset": "synthetic", "test_top1": top1, "test_top5": 1.0,
-                                                        "pretrain_epoch": EPOCHS, "checkpoint": "last"})
+    make_eval_job(d, "linear-last", result={"kind": "linear-eval", "protocol": "lbfgs", "dataset": "synthetic",
+                                            "test_top1": top1, "test_top5": 1.0, "pretrain_epoch": EPOCHS,
+                                            "checkpoint": "last"},
+                  kind="linear-eval", state="finished", pid=0, host=host, created=now + 70, heartbeat=now + 80,
+                  epoch=1, total_epochs=1, parent=name, checkpoint="last")
     return name
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from tui_helpers import FAKE_RUNNER, screen_text, wait_for, wait_screen
 
+from tests.helpers import write_status
+
 from core.runs import atomic_write_json, process_start_time
 from simclr_tui.app import make_app
 from simclr_tui.launcher import Launcher, LaunchError
@@ -179,10 +181,9 @@ def _write_runs(runs_dir: Path, runs: int, live: int, points: int) -> list[Path]
             f.writelines(f'{{"step": {s}, "epoch": {s / 100:.3f}, "time": 0, "tag": "train/loss", '
                          f'"value": {5 - s / points:.5f}}}\n' for s in range(points))
         is_live = r < live
-        atomic_write_json(d / "status.json", {
-            "kind": "pretrain", "state": "running" if is_live else "finished", "pid": me, "pgid": me,
-            "start_time": process_start_time(me), "host": host, "created": time.time() - 60, "heartbeat": time.time(),
-            "epoch": 1, "step": points, "total_steps": 2 * points, "total_epochs": 2, "error": None})
+        write_status(d, kind="pretrain", state="running" if is_live else "finished", pid=me, pgid=me,
+                     start_time=process_start_time(me), host=host, created=time.time() - 60, heartbeat=time.time(),
+                     epoch=1, step=points, total_steps=2 * points, total_epochs=2, error=None)
         atomic_write_json(d / "config.json", {"dataset": "cifar10", "backbone": "resnet18", "batch_size": 256})
         if is_live:
             live_dirs.append(d)
@@ -276,9 +277,8 @@ def test_metrics_appended_at_1000_lines_per_second_are_read_completely(tmp_path)
         d = tmp_path / mode
         d.mkdir()
         (d / "metrics.jsonl").touch()
-        atomic_write_json(d / "status.json", {"kind": "pretrain", "state": "running", "pid": me,
-                                              "start_time": process_start_time(me), "host": socket.gethostname(),
-                                              "heartbeat": time.time(), "created": time.time()})
+        write_status(d, kind="pretrain", state="running", pid=me, start_time=process_start_time(me),
+                     host=socket.gethostname(), heartbeat=time.time(), created=time.time())
         atomic_write_json(d / "config.json", {"dataset": "cifar10"})
         argv = [sys.executable, "-c", WRITER, str(ROOT), str(d / "metrics.jsonl"), str(n), "1000", mode]
         runs[mode] = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
@@ -298,7 +298,7 @@ def test_metrics_appended_at_1000_lines_per_second_are_read_completely(tmp_path)
     for mode in runs:
         loss = snap.details[mode].series["train/loss"]
         assert loss.count == n and snap.views[mode].damage == ()
-        atomic_write_json(tmp_path / mode / "status.json", {"kind": "pretrain", "state": "finished"})
+        write_status(tmp_path / mode, kind="pretrain", state="finished")
     final = store.poll()
     assert all(final.views[m].damage == () for m in runs)  # no partial line left once the writers ended
     lags.sort()

@@ -31,6 +31,7 @@ from simclr_tui.store import RunStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests import slurm_cluster
+from tests.helpers import write_status
 
 SIZE = (140, 36)
 
@@ -43,10 +44,9 @@ def slurm_run(runs_dir: Path, name: str, job: str, state: str = "queued", beat_a
     atomic_write_json(d / "config.json", {"dataset": "synthetic", "backbone": "resnet18", "epochs": 2})
     atomic_write_json(d / "slurm.json", {"kind": "pretrain", "job_id": job,
                                          "options": SlurmOptions(partition=partition).to_dict()})
-    atomic_write_json(d / "status.json", {
-        "kind": "pretrain", "state": state, "pid": 4242 if state != "queued" else None, "pgid": 4242,
-        "host": "node-7", "created": time.time() - 100, "heartbeat": time.time() - beat_age, "epoch": 1,
-        "step": 5, "total_steps": 10, "total_epochs": 2, "error": None, "launcher": "slurm", "slurm_job_id": job})
+    write_status(d, kind="pretrain", state=state, pid=4242 if state != "queued" else None, pgid=4242,
+                 host="node-7", created=time.time() - 100, heartbeat=time.time() - beat_age, epoch=1,
+                 step=5, total_steps=10, total_epochs=2, error=None, launcher="slurm", slurm_job_id=job)
     return d
 
 
@@ -132,8 +132,7 @@ def test_runs_that_ended_long_ago_are_not_asked_about(tmp_path):
 
 def test_no_slurm_runs_never_ask_slurm(tmp_path):
     runs = tmp_path / "runs"
-    (runs / "local").mkdir(parents=True)
-    atomic_write_json(runs / "local" / "status.json", {"kind": "pretrain", "state": "finished", "epoch": 1})
+    write_status(runs / "local", kind="pretrain", state="finished", epoch=1)
     fake = FakeSlurm({})
     store = RunStore(runs, slurm=SlurmWatch(interval=0.0, ask=fake))
     for _ in range(3):

@@ -19,8 +19,9 @@ import pytest
 from textual.widgets import Input, Select
 from tui_helpers import FAKE_RUNNER, screen_text, wait_for
 
+from tests.helpers import make_eval_job, make_run
+
 from core.config import PretrainConfig, preset
-from core.runs import atomic_write_json
 from simclr_tui.app import make_app
 from simclr_tui.screens.compare import CompareScreen
 from simclr_tui.screens.detail import RunDetailScreen
@@ -33,16 +34,8 @@ UPDATE = os.environ.get("SIMCLR_TUI_UPDATE_SNAPSHOTS") == "1"
 
 
 def write_run(runs: Path, name: str, preset_name: str, steps: int, decay: float, lr: float) -> None:
-    d = runs / name
-    (d / "checkpoints").mkdir(parents=True)
     cfg = PretrainConfig.from_dict(preset(preset_name)).replace(lr=lr, epochs=10)
-    atomic_write_json(d / "config.json", cfg.to_dict())
     per_epoch = steps // 10
-    atomic_write_json(d / "status.json", {
-        "kind": "pretrain", "state": "finished", "pid": 0, "pgid": 0, "start_time": None,
-        "host": socket.gethostname(), "created": 1_700_000_000.0, "heartbeat": 1_700_000_000.0 + steps * 1.5,
-        "epoch": 10, "step": steps, "total_steps": steps, "total_epochs": 10, "images_per_sec": 2345.6,
-        "error": None})
     lines = []
     for s in range(1, steps + 1):
         e = s / per_epoch
@@ -52,9 +45,10 @@ def write_run(runs: Path, name: str, preset_name: str, steps: int, decay: float,
                       "value": lr * 0.5 * (1 + math.cos(math.pi * s / steps))})
         if s % per_epoch == 0:
             lines.append({"step": s, "epoch": e, "time": 0, "tag": "knn/top1", "value": 0.9 - 0.6 * math.exp(-e / 3)})
-    import json
-    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    (d / "checkpoints" / "last.pt").write_bytes(b"")
+    make_run(runs, name, config=cfg.to_dict(), metrics=lines, checkpoints=("last",),
+             kind="pretrain", state="finished", pid=0, pgid=0, start_time=None, host=socket.gethostname(),
+             created=1_700_000_000.0, heartbeat=1_700_000_000.0 + steps * 1.5, epoch=10, step=steps,
+             total_steps=steps, total_epochs=10, images_per_sec=2345.6, error=None)
 
 
 @pytest.fixture
@@ -63,13 +57,9 @@ def fixed_runs(tmp_path, monkeypatch):
     runs = Path("runs")
     write_run(runs, "cifar10-a", "cifar10-resnet18", 200, 40.0, 1.0)
     write_run(runs, "stl10-b", "stl10-resnet18", 200, 80.0, 0.5)
-    job = runs / "cifar10-a" / "eval" / "linear-last"
-    job.mkdir(parents=True)
-    atomic_write_json(job / "status.json", {"kind": "linear-eval", "state": "finished", "pid": 0,
-                                           "host": socket.gethostname(), "created": 1_700_000_400.0,
-                                           "heartbeat": 1_700_000_460.0, "epoch": 3, "total_epochs": 3,
-                                           "parent": "cifar10-a", "checkpoint": "last"})
-    atomic_write_json(runs / "cifar10-a" / "eval" / "linear-last.json", {"test_top1": 0.8123, "test_top5": 0.99})
+    make_eval_job(runs / "cifar10-a", "linear-last", result={"test_top1": 0.8123, "test_top5": 0.99},
+                  kind="linear-eval", state="finished", pid=0, host=socket.gethostname(), created=1_700_000_400.0,
+                  heartbeat=1_700_000_460.0, epoch=3, total_epochs=3, parent="cifar10-a", checkpoint="last")
     return runs
 
 

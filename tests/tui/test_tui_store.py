@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import helpers
+
 from core.runs import atomic_write_json, read_metrics
 from simclr_tui.series import Series, resample, smooth, sparkline
 from simclr_tui.store import RunStore, read_metrics_chunk, result_accuracy
@@ -21,15 +23,11 @@ def rec(step, value, tag="train/loss", **extra):
 
 
 def make_run(root: Path, name: str, state="finished", lines: list[str] | None = None, config=None, **status):
-    d = root / name
-    d.mkdir(parents=True)
     st = {"kind": "pretrain", "state": state, "pid": 0, "pgid": 0, "host": socket.gethostname(),
           "created": 1000.0, "heartbeat": 1100.0, "epoch": 1, "step": 10, "total_steps": 20, "total_epochs": 2}
     st.update(status)
-    atomic_write_json(d / "status.json", st)
-    atomic_write_json(d / "config.json", config or {"dataset": "cifar10", "backbone": "resnet18", "batch_size": 8})
-    (d / "metrics.jsonl").write_text("".join(lines or []))
-    return d
+    config = config or {"dataset": "cifar10", "backbone": "resnet18", "batch_size": 8}
+    return helpers.make_run(root, name, config=config, metrics=lines or [], **st)
 
 
 # ---------------------------------------------------------------------- Series
@@ -126,11 +124,8 @@ def test_eval_jobs_are_their_own_rows_with_their_records(tmp_path):
     lines += [rec(1, 0.6, "linear/test_top1", job="linear-last"), rec(2, 0.7, "linear/test_top1", job="linear-last"),
               rec(1, 1.5, "linear/train_loss", job="linear-last"), rec(5, 0.4, "knn/top1")]
     d = make_run(tmp_path, "r", lines=lines)
-    job = d / "eval" / "linear-last"
-    job.mkdir(parents=True)
-    atomic_write_json(job / "status.json", {"kind": "linear-eval", "state": "finished", "parent": "r",
-                                           "checkpoint": "last", "epoch": 2, "total_epochs": 2})
-    atomic_write_json(d / "eval" / "linear-last.json", {"test_top1": 0.71})
+    helpers.make_eval_job(d, "linear-last", result={"test_top1": 0.71}, kind="linear-eval", state="finished",
+                          parent="r", checkpoint="last", epoch=2, total_epochs=2)
     snap = RunStore(tmp_path).poll(frozenset({"r/eval/linear-last"}))
     assert list(snap.views) == ["r", "r/eval/linear-last"]
     parent, child = snap.views["r"], snap.views["r/eval/linear-last"]
@@ -159,7 +154,7 @@ def test_a_rerun_eval_job_starts_its_curves_again(tmp_path):
 def test_damaged_runs_show_what_they_can(tmp_path, breakage, reason):
     d = make_run(tmp_path, "r", lines=[rec(i, 3.0) for i in range(5)])
     if breakage == "status":
-        (d / "status.json").write_text('{"state": "runn')
+        (d / "status.json").write_text('{"state": "runn')  # deliberately broken: by hand, not core's writer
     elif breakage == "config":
         (d / "config.json").write_text("\x00\x01 not json")
     elif breakage == "metrics-garbage":
@@ -179,7 +174,7 @@ def test_wrong_types_everywhere_are_shown_not_raised(tmp_path):
     make_run(tmp_path, "ok")
     d = make_run(tmp_path, "weird", lines=['{"tag": "x/y", "value": 1, "epoch": "e", "step": "s", "job": {}}\n',
                                            rec(1, 2.0), '{"tag": 5, "value": "x"}\n', '{"tag": "a", "value": true}\n'])
-    (d / "status.json").write_text(json.dumps({
+    (d / "status.json").write_text(json.dumps({  # deliberately wrong types: by hand, not core's writer
         "kind": 5, "state": "running", "pid": "x", "pgid": [], "host": {}, "epoch": "e", "step": [],
         "total_steps": {}, "total_epochs": "many", "created": "yesterday", "heartbeat": "now",
         "images_per_sec": "fast", "error": ["a"]}))
