@@ -20,6 +20,8 @@ import pytest
 from textual.widgets import Input, TextArea
 from tui_helpers import FAKE_RUNNER, cursor_to, screen_text, wait_for, wait_screen
 
+from tests.helpers import write_status
+
 from core.jobs.queue import positions, worker_info
 from core.runs import atomic_write_json, read_notes, write_notes
 from simclr_tui import fmt
@@ -62,10 +64,9 @@ def write_member(runs_dir: Path, name: str, sweep_name: str, swept: dict, state:
     d.mkdir(parents=True)
     atomic_write_json(d / "config.json", {"dataset": "synthetic", "backbone": "resnet18", "epochs": 1})
     atomic_write_json(d / "sweep.json", {"sweep": sweep_name, "index": 0, "size": 5, "swept": swept})
-    atomic_write_json(d / "status.json", {
-        "kind": "pretrain", "state": state, "pid": None, "host": socket.gethostname(), "created": time.time(),
-        "heartbeat": time.time(), "epoch": 1 if state == "finished" else 0, "step": 5, "total_steps": 5,
-        "total_epochs": 1, "error": None})
+    write_status(d, kind="pretrain", state=state, pid=None, host=socket.gethostname(), created=time.time(),
+                 heartbeat=time.time(), epoch=1 if state == "finished" else 0, step=5, total_steps=5,
+                 total_epochs=1, error=None)
     if knn is not None:
         (d / "metrics.jsonl").write_text(json.dumps({"step": 5, "epoch": 1, "time": 0, "tag": "knn/top1",
                                                      "value": knn}) + "\n")
