@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import ConfigError, dash
-from core.jobs.queue import child_env
+from core.jobs.worker import child_env
 from core.runs import check_run_name
 from core.jobs.sweep import UNSWEPT, Member, expand, parse_grid, parse_seeds
 

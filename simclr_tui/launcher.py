@@ -22,7 +22,7 @@ from pathlib import Path
 from core.errors import UsageError
 from core.jobs.launch import LAUNCHERS, current_state, slurm_args
 from core.jobs.launch import stop as launch_stop
-from core.jobs.queue import child_env, default_runner
+from core.jobs.worker import child_env, default_runner
 from core.runs import LIVE_STATES, is_unstarted, resolve_run_dir
 from core.runs import eval_job_name as rundir_eval_job_name
 from core.jobs.slurm import SlurmOptions

@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.jobs.queue import QUEUE_DIR, ensure_worker, worker_info
+from core.jobs.queue import QUEUE_DIR
+from core.jobs.worker import ensure_worker, worker_info
 
 #: a worker just started has this long to take the queue's lock before another is started
 START_GRACE = 15.0

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from core.jobs.launch import saved_options, slurm_job_of
-from core.jobs.queue import positions
+from core.jobs.queue import Listing, positions
 from core.runs import (
     LIVE_STATES,
     RunInfo,
@@ -333,7 +333,7 @@ class RunStore:
         if not any(info.state == "queued" for info in infos):
             return {}
         try:
-            return positions(self.runs_dir)
+            return positions(self.runs_dir, Listing(self.runs_dir, infos))
         except (OSError, ValueError, TypeError):
             return {}
 

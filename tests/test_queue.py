@@ -19,7 +19,7 @@ import pytest
 
 from tests.helpers import wait_for
 
-from core.jobs import queue
+from core.jobs import queue, worker as queue_worker
 from core.cli import main
 from core.runs import read_json, read_run
 
@@ -100,7 +100,7 @@ def test_sigkill_of_the_worker_loses_nothing_and_starts_nothing_twice(tmp_path):
     wait_for(lambda: state(runs, NAMES[0]) == "running", what=f"{NAMES[0]} running")
     os.killpg(w.pid, signal.SIGKILL)  # the worker's own group; the run has its own session
     w.wait()
-    assert state(runs, NAMES[0]) == "running" and queue.worker_info(runs) is None
+    assert state(runs, NAMES[0]) == "running" and queue_worker.worker_info(runs) is None
     w2 = start_worker(runs, tmp_path, seconds=2.0)  # while the first run still runs
     out, _ = w2.communicate(timeout=120)
     assert w2.returncode == 0, out
@@ -227,7 +227,7 @@ def test_queue_listing_as_json(tmp_path, capsys):
 
 def test_pretrain_queue_adds_one_run(tmp_path, capsys, monkeypatch):
     runs = tmp_path / "runs"
-    monkeypatch.setattr(queue, "ensure_worker", lambda *a, **k: None)  # queue only, start nothing
+    monkeypatch.setattr(queue_worker, "ensure_worker", lambda *a, **k: None)  # queue only, start nothing
     assert main(["pretrain", "--preset", "tiny", "--runs-dir", str(runs), "--run-dir", str(runs / "one"),
                  "--queue", "--then", "linear-eval", "--then", "finetune --label-fraction 0.5"]) == 0
     assert "queued" in capsys.readouterr().out

@@ -22,6 +22,7 @@ import pytest
 from tests.helpers import wait_for
 
 from core.jobs import queue, sweep
+from core.jobs.worker import worker_info
 from core.config import ConfigError
 from core.runs import read_json, read_run
 
@@ -64,13 +65,13 @@ def test_a_2x2_sweep_survives_a_sigkilled_worker_and_runs_everything_exactly_onc
     assert res.returncode == 0, res.stderr
     assert time.time() - t0 < 10  # it queues and returns; the worker trains
     assert sorted(p.name for p in runs.iterdir() if p.is_dir() and p.name != ".queue") == sorted(NAMES)
-    wait_for(lambda: queue.worker_info(runs) is not None, timeout=30, what="the queue worker")  # started by the sweep
-    worker = queue.worker_info(runs)
+    wait_for(lambda: worker_info(runs) is not None, timeout=30, what="the queue worker")  # started by the sweep
+    worker = worker_info(runs)
     assert worker["slots"] == 1
     # SIGKILL the worker while the second run trains (its first run and kNN are done)
     wait_for(lambda: read_run(runs / NAMES[1]).state == "running", timeout=240, what=f"{NAMES[1]} running")
     os.kill(worker["pid"], signal.SIGKILL)
-    wait_for(lambda: queue.worker_info(runs) is None, timeout=10, what="the worker gone")
+    wait_for(lambda: worker_info(runs) is None, timeout=10, what="the worker gone")
     assert read_run(runs / NAMES[1]).state == "running"  # the run lives on in its own session
     res = simclr("queue", "work", "--runs-dir", str(runs), timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr

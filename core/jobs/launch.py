@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UsageError
-from core.runs import LIVE_STATES, atomic_write_json, effective_state, read_json
+from core.runs import LIVE_STATES, RunInfo, atomic_write_json, read_json, read_status, update_status
+from core.runs.state import decide
+from core.runs.status import Status
+from core import process
 from core.jobs.slurm import RECORD, SlurmError, SlurmOptions, cancel_job, job_id_of, query, reconcile, signal_job, submit
 
 LAUNCHERS = ("local", "slurm")
@@ -181,23 +184,29 @@ def submit_eval(run_dir: Path, job: str, kind: str, checkpoint: str, argv: list[
 
 
 # ---------------------------------------------------------------------- state and stopping
-def slurm_job_of(status: dict[str, Any] | None) -> str | None:
+def slurm_job_of(status: dict[str, Any] | Status | None) -> str | None:
     """The Slurm job of a run our Slurm launcher submitted (None for local runs)."""
+    if isinstance(status, Status):
+        return status.slurm_job
     return job_id_of(status) if (status or {}).get("launcher") == "slurm" else None
 
 
 def current_state(job_dir: Path) -> tuple[str, str | None, dict[str, Any]]:
-    """The state of one run or job now, asking Slurm for Slurm jobs: (state, reason, status)."""
-    status = read_json(job_dir / "status.json") or {}
-    job = slurm_job_of(status)
+    """The state of one run or job now (the state machine, asking Slurm for Slurm jobs):
+    (state, reason, the raw status)."""
+    record = read_status(job_dir / "status.json")
+    queue = read_json(job_dir / "queue.json") or {}
+    launch = queue.get("launch") if isinstance(queue.get("launch"), dict) else None
+    job = record.slurm_job if record else None
     if job is None:
-        return effective_state(status), None, status
+        reading = decide(record, launch=launch)
+        return reading.state, reading.reason, record.raw if record else {}
     try:
         info = query([job]).get(job)
     except SlurmError as e:
-        return effective_state(status), f"Slurm cannot be asked: {e}", status
-    state, why = reconcile(status, info)
-    return state, why, status
+        return decide(record).state, f"Slurm cannot be asked: {e}", record.raw
+    reading = decide(record, slurm=info, asked_slurm=True)
+    return reading.state, reading.reason, record.raw
 
 
 def stop(job_dir: Path, kill: bool = False) -> str:
@@ -209,13 +218,13 @@ def stop(job_dir: Path, kill: bool = False) -> str:
     cancels the job (Slurm kills it; the run reads as crashed and resumes from last.pt).
     A stop is never requeued (``stop_requested`` in slurm.json).
     """
-    status = read_json(job_dir / "status.json")
-    if status is None:
+    record = read_status(job_dir / "status.json")
+    if record is None:
         raise UsageError(f"{job_dir} has no readable status.json: is it a run directory (runs/NAME)?")
-    job = slurm_job_of(status)
-    if job is not None:
-        return _stop_slurm(job_dir, status, job, kill)
-    state = effective_state(status)
+    status = record.raw
+    if record.slurm_job is not None:
+        return _stop_slurm(job_dir, status, record.slurm_job, kill)
+    state = decide(record).state
     if state == "queued":
         raise UsageError(f"{job_dir} is queued, not running: take it out of the queue with "
                          f"`simclr queue cancel {job_dir.name} --runs-dir {job_dir.parent}`")
@@ -224,10 +233,10 @@ def stop(job_dir: Path, kill: bool = False) -> str:
     if status.get("host") != socket.gethostname():
         raise UsageError(f"{job_dir} runs on host {status.get('host')}: stop it there "
                          f"(ssh {status.get('host')} simclr stop --run-dir {job_dir})")
-    pgid = status.get("pgid") or status.get("pid")
+    pgid = record.pgid or record.pid
     sig = signal.SIGKILL if kill else signal.SIGTERM
     try:
-        os.killpg(int(pgid), sig)
+        process.signal_group(pgid, sig)
     except ProcessLookupError:
         raise UsageError(f"{job_dir}: its process (group {pgid}) is gone; it reads as crashed now") from None
     return f"sent {sig.name} to {job_dir} (process group {pgid})" + (
@@ -254,9 +263,8 @@ def _stop_slurm(job_dir: Path, status: dict[str, Any], job: str, kill: bool) -> 
         raise UsageError(str(e)) from None
     if info.waiting:
         if status.get("state") == "queued":  # it never ran: nothing to keep
-            atomic_write_json(job_dir / "status.json", {
-                **status, "state": "stopped", "heartbeat": time.time(),
-                "note": f"cancelled in Slurm (job {job}) before it started"})
+            update_status(job_dir / "status.json", lambda st: {**st, "state": "stopped"} if st.get("state") == "queued"
+                          else st, heartbeat=time.time(), note=f"cancelled in Slurm (job {job}) before it started")
         return f"cancelled Slurm job {job} ({info.state.lower()}{f', {info.reason}' if info.reason else ''}); " \
                f"{job_dir.name} did not run again"
     if kill:
@@ -274,28 +282,30 @@ def wait_until_stopped(job_dir: Path, seconds: float) -> str:
         time.sleep(1.0)
 
 
-def with_slurm_states(runs: list) -> dict[Path, dict[str, Any]]:
-    """Set each Slurm run's (``rundir.RunInfo``) state from Slurm's word, asking once for all;
-    returns path -> ``{"job_id", "state", "reason", "partition", "nodes"}`` for those runs
+def with_slurm_states(runs: list[RunInfo]) -> tuple[list[RunInfo], dict[Path, dict[str, Any]]]:
+    """The runs with each Slurm run's state decided with Slurm's word (one question for all),
+    and path -> ``{"job_id", "slurm_state", "reason", "partition", "nodes"}`` for those runs
     (``slurm_state`` null when Slurm could not be asked: the run directory's word stands)."""
-    jobs = {run.path: slurm_job_of(run.status) for run in runs}
-    jobs = {path: job for path, job in jobs.items() if job}
+    jobs = {run.path: run.record.slurm_job for run in runs if run.record and run.record.slurm_job}
     if not jobs:
-        return {}
+        return list(runs), {}
     try:
         infos, known = query(list(jobs.values())), True
     except SlurmError:
         infos, known = {}, False
-    out = {}
+    out, decided = {}, []
     for run in runs:
         job = jobs.get(run.path)
         if job is None:
+            decided.append(run)
             continue
         info = infos.get(job)
         if known:
-            run.state, why = reconcile(run.status or {}, info)
+            reading = decide(run.record, launch=run.launch, slurm=info, asked_slurm=True)
+            run, why = run.with_reading(reading), reading.reason
         else:
             why = "Slurm cannot be asked now"
+        decided.append(run)
         out[run.path] = {"job_id": job, "slurm_state": info.state if info else None, "reason": why,
                          "partition": info.partition if info else None, "nodes": info.nodes if info else None}
-    return out
+    return decided, out

@@ -31,20 +31,15 @@ from typing import Any
 
 from core.errors import SlurmError
 
-from core.runs import LIVE_STATES, atomic_write_json, atomic_write_text, read_json
+from core.runs import atomic_write_json, atomic_write_text, read_json, update_status
+from core.runs.state import SLURM_ENDED_WHY as ENDED_WHY  # noqa: F401 - what Slurm's end states mean
+from core.runs.status import Status
 
 SCRIPT = "slurm.sh"
 RECORD = "slurm.json"
 #: Slurm job states in which the job will still run (or runs now)
 WAITING = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED", "RESV_DEL_HOLD")
 RUNNING = ("RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING", "STOPPED")
-#: what Slurm's end states mean for a run whose runner never said how it ended
-ENDED_WHY = {
-    "CANCELLED": "cancelled (scancel, or a signal such as KILL)", "TIMEOUT": "time limit reached",
-    "NODE_FAIL": "node failure", "OUT_OF_MEMORY": "out of memory", "FAILED": "the job failed",
-    "PREEMPTED": "preempted", "BOOT_FAIL": "node boot failure", "DEADLINE": "deadline reached",
-    "COMPLETED": "the job ended", "SPECIAL_EXIT": "special exit", "REVOKED": "revoked",
-}
 _TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
 
@@ -231,7 +226,7 @@ def submit(job_dir: Path, opts: SlurmOptions, spec: dict[str, Any], status: dict
         "dependency": dependency, "stop_requested": None,
         "history": old.get("history", []) + ([{k: old.get(k) for k in ("job_id", "submitted")}]
                                              if old.get("job_id") else [])})
-    atomic_write_json(job_dir / "status.json", {
+    update_status(job_dir / "status.json", lambda _: {
         **status, "state": "queued", "pid": None, "launcher": "slurm", "slurm_job_id": job_id,
         "heartbeat": time.time(), "error": None, "note": None})
     released = _run(["scontrol", "release", job_id])
@@ -339,69 +334,17 @@ def _sacct(ids: list[str], timeout: float) -> dict[str, JobInfo]:
 
 
 # ---------------------------------------------------------------------- the state a reader shows
-def reconcile(status: dict[str, Any], job: JobInfo | None, known: bool = True) -> tuple[str, str | None]:
-    """The state of a Slurm run or job, and a reason to show, from its status.json (first)
-    and Slurm's word on its job (second). ``known=False``: Slurm could not be asked.
+def reconcile(status: dict[str, Any] | Status, job: JobInfo | None, known: bool = True) -> tuple[str, str | None]:
+    """The state of a Slurm run or job and a reason to show, from its status.json (first) and
+    Slurm's word on its job (second): core.runs.state.decide with Slurm's answer.
+    ``known=False``: Slurm could not be asked, and status.json stands."""
+    from core.runs.state import decide
 
-    * queued (written at submit): Slurm waiting -> queued (with the pending reason); running
-      -> starting; ended -> failed ("did not start") or, when cancelled, stopped.
-    * the runner's live state: Slurm running -> that state; waiting (requeued) -> queued;
-      ended -> crashed with Slurm's reason (the runner never said how it ended).
-    * the runner's final state (finished, failed, stopped) stands, except that a job Slurm
-      runs or holds again (requeued after a time-limit stop or preemption) reads as queued
-      or starting: it resumes from last.pt.
-    Without Slurm's word, status.json stands (a live state goes stale by its heartbeat,
-    see ``rundir.effective_state``).
-    """
-    from core.runs import effective_state
-
-    state = effective_state(status)
-    if job is None:
-        written = status.get("state")
-        if known and written in ("queued", *LIVE_STATES) and _age(status) > 60:
-            return ("crashed" if written in LIVE_STATES else "failed",
-                    f"Slurm no longer knows job {job_id_of(status)} and the runner did not say how it ended")
-        return state, None
-    written = status.get("state")
-    waiting_why = f"Slurm: {job.state.lower()}" + (f" ({job.reason})" if job.reason else "")
-    if written == "queued":
-        if job.waiting and job.reason == "DependencyNeverSatisfied":  # an afterok job of a run that did not finish
-            return "queued", ("Slurm: the job it follows did not finish, so this never starts; stop it "
-                              "(simclr stop / x) and submit it again once the run has finished")
-        if job.waiting:
-            return "queued", waiting_why
-        if job.running:
-            return "starting", f"Slurm: running on {job.nodes}" if job.nodes else None
-        if job.state == "CANCELLED":
-            return "stopped", "cancelled in Slurm before it started"
-        why = ENDED_WHY.get(job.state, job.state.lower())
-        return "failed", f"did not start: Slurm says {job.state} ({why}); see stdout.log"
-    if written in LIVE_STATES:
-        if job.running:
-            return state if state != "crashed" else written, None  # Slurm runs it: the heartbeat is no proof
-        if job.waiting:
-            return "queued", f"requeued; resumes from checkpoints/last.pt ({waiting_why})"
-        why = ENDED_WHY.get(job.state, job.state.lower())
-        return "crashed", f"Slurm ended job {job.job_id} without the runner's word: {job.state} ({why})"
-    # the runner's final word: stands unless Slurm (re)started or holds the job after it
-    beat = _beat(status)
-    if job.waiting and written == "stopped":
-        return "queued", f"requeued after the stop; resumes from checkpoints/last.pt ({waiting_why})"
-    if job.running and job.start is not None and job.start > beat + 1:
-        return "starting", "requeued: the job runs again and resumes from checkpoints/last.pt"
-    return state, None
-
-
-def _beat(status: dict[str, Any]) -> float:
-    """The heartbeat as a time; 0 (never) when it is missing or not a number."""
-    try:
-        return float(status.get("heartbeat") or 0)
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def _age(status: dict[str, Any]) -> float:
-    return time.time() - _beat(status)
+    record = status if isinstance(status, Status) else Status.from_dict(status)
+    if record.launcher != "slurm" and record.slurm_job_id:  # asked about it all the same
+        record = Status.from_dict({**record.raw, "launcher": "slurm"})
+    reading = decide(record, slurm=job, asked_slurm=known)
+    return reading.state, reading.reason
 
 
 # ---------------------------------------------------------------------- stopping

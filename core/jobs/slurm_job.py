@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.runs import PRE_START_FILES, atomic_write_json, is_unstarted, read_json
+from core.runs import PRE_START_FILES, is_unstarted, read_json, update_status
 from core.jobs.slurm import RECORD, SlurmOptions, job_id_of, this_job
 
 #: what a run directory keeps when a job ended before its first checkpoint starts it again
@@ -56,9 +56,7 @@ def runner_argv(job_dir: Path, record: dict) -> list[str]:
                     shutil.rmtree(p)
                 else:
                     p.unlink()
-        status = read_json(job_dir / "status.json") or {}
-        atomic_write_json(job_dir / "status.json", {**status, "state": "queued", "pid": None,
-                                                    "step": 0, "epoch": 0, "heartbeat": time.time()})
+        update_status(job_dir / "status.json", state="queued", pid=None, step=0, epoch=0, heartbeat=time.time())
     return ["pretrain", "--run-dir", str(job_dir), "--config", str(job_dir / "config.json")]
 
 
@@ -143,8 +141,7 @@ def main(job_dir: str) -> int:
     state = status.get("state")
     if warned["sent"] and state in ("queued", "starting"):  # stopped before its runner could checkpoint
         state = "stopped"
-        atomic_write_json(path / "status.json", {**status, "state": state, "heartbeat": time.time(),
-                                                 "note": "stopped before it began training"})
+        update_status(path / "status.json", state=state, heartbeat=time.time(), note="stopped before it began training")
     say(f"the runner exited with code {rc}; the run is {state}")
     stop_asked = bool((read_json(path / RECORD) or {}).get("stop_requested"))
     if warned["time"] and state == "stopped" and opts.requeue and not stop_asked:  # evaluations: requeue False
