@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import shutil
 import time
 from collections import deque
 from pathlib import Path
@@ -24,8 +23,9 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
-from core.jobs import queue
-from core.runs import generate_run_name, job_result_path, write_notes
+from core.errors import UserError
+from core.jobs import service
+from core.runs import generate_run_name, write_notes
 
 from .commands import RunCommands
 from .launcher import Exited, Launched, Launcher, LaunchError, default_runner, log_tail
@@ -195,7 +195,7 @@ class SimclrApp(App):
         if event.state != WorkerState.ERROR:
             return
         error = worker.error
-        known = isinstance(error, (LaunchError, TensorBoardError, queue.QueueError))  # their message says it all
+        known = isinstance(error, (LaunchError, TensorBoardError, UserError))  # their message says it all
         message = str(error) if known else f"{type(error).__name__}: {error}"
         if worker.group == "poll":
             if message != self._poll_error:  # say it once, not every second
@@ -308,7 +308,7 @@ class SimclrApp(App):
 
     # .................................................................. the queue and notes
     def cancel_queued(self, keys: list[str]) -> None:
-        """Take queued runs out of the queue (core.jobs.queue.cancel), after a yes/no dialog."""
+        """Take queued runs out of the queue (core.jobs.service.cancel), after a yes/no dialog."""
         names = "\n".join(f"  {k}" for k in keys)
 
         def confirmed(yes: bool | None) -> None:
@@ -320,18 +320,18 @@ class SimclrApp(App):
         self.push_screen(ConfirmScreen(question, "Cancel runs"), confirmed)
 
     def _cancel(self, keys: list[str]) -> None:  # thread
-        done = queue.cancel(self.runs_dir, keys)
+        done = service.cancel(self.runs_dir, keys)
         self.post_message(RunsEdited(f"cancelled {', '.join(done)}", tuple(done)))
 
     def move_queued(self, key: str, where: str) -> None:
-        """Move a queued run up/down/top/bottom in the queue (core.jobs.queue.move)."""
+        """Move a queued run up/down/top/bottom in the queue (core.jobs.service.move)."""
         view = self.view(key)
         if view is not None and view.slurm:
             self.notify(f"{view.name} waits in Slurm (job {view.slurm.job_id}): Slurm orders its queue "
                         f"(scontrol top {view.slurm.job_id}, or ask your admins)", severity="warning")
             return
         def work() -> None:
-            queue.move(self.runs_dir, key, where)
+            service.move(self.runs_dir, key, where)
             self.post_message(RunsEdited())
 
         self.run_worker(work, thread=True, group="queue", name="move", exit_on_error=False)
@@ -384,21 +384,10 @@ class SimclrApp(App):
         self.push_screen(ConfirmScreen(question, "Delete"), confirmed)
 
     def _delete(self, view: RunView) -> None:  # thread
-        root = self.runs_dir.resolve()
-        path = view.path.resolve()
-        if root not in path.parents:
-            raise LaunchError(f"refusing to delete {path}: it is not inside {root}")
-        if view.state == "queued":  # under the queue's lock, so no worker starts it meanwhile
-            queue.cancel(self.runs_dir, [view.key])
-            self.post_message(RunDeleted(view.key))
-            return
         try:
-            shutil.rmtree(path)
-        except FileNotFoundError:  # another TUI or a shell is deleting it too
-            if path.exists():
-                shutil.rmtree(path)
-        if view.parent:  # an eval job: its result file sits next to its folder
-            job_result_path(path).unlink(missing_ok=True)
+            service.delete(self.runs_dir, view.key)
+        except UserError as e:
+            raise LaunchError(str(e)) from None
         self.post_message(RunDeleted(view.key))
 
     @on(RunDeleted)

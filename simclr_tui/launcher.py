@@ -10,22 +10,19 @@ alive is always read back from its status.json.
 from __future__ import annotations
 
 import os
-import re
 import shlex
-import signal
-import socket
 import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import UsageError
+from core.errors import UserError
+from core.jobs import service
 from core.jobs.launch import LAUNCHERS, current_state, slurm_args
-from core.jobs.launch import stop as launch_stop
 from core.jobs.worker import child_env, default_runner
 from core.runs import LIVE_STATES, is_unstarted, resolve_run_dir
 from core.runs import eval_job_name as rundir_eval_job_name
-from core.jobs.slurm import SlurmOptions
+from core.jobs.slurm import SlurmOptions, read_record
 
 from .enqueue import run_cli
 from .store import RunView
@@ -131,13 +128,14 @@ class Launcher:
         result = run_cli(self.runner, args)
         if not result.ok:
             raise LaunchError(result.error)
-        found = re.search(r"submitted Slurm job (\d+)", result.output)
+        # the job id from the record the submission wrote (slurm.json), not from its words
+        record = read_record(log.parent)
         try:
             with open(log, "a") as out:  # the batch script appends the job's own output after this
                 out.write(f"\n$ {display_command(args)}\n{result.output.strip()}\n")
         except OSError:
             pass
-        return Launched(key, None, tuple(self.runner + args), log, found.group(1) if found else None)
+        return Launched(key, None, tuple(self.runner + args), log, record["job_id"] if record else None)
 
     def launcher_for(self, view: RunView) -> str:
         """Where a resume or an evaluation of the run goes: Slurm for a Slurm run, else the default."""
@@ -204,25 +202,22 @@ class Launcher:
     # .................................................................. stopping
     def stop(self, view: RunView) -> str:
         """SIGTERM the run's process group (it checkpoints and says `stopped`); a second
-        stop of the same run escalates to SIGKILL. Returns the signal's name."""
+        stop of the same run escalates to SIGKILL. Returns the signal's name. The stop
+        itself is core.jobs.service.stop, the one the command line's `simclr stop` uses."""
         status = view.status or {}
         if not view.live:
             raise LaunchError(f"{view.name} is not running ({view.state})")
-        if status.get("host") not in (None, socket.gethostname()):
-            raise LaunchError(f"{view.name} runs on {status['host']}; stop it there")
         pgid = status.get("pgid")
-        if not isinstance(pgid, int) or pgid <= 1 or pgid == os.getpgrp():
-            raise LaunchError(f"{view.name} has no process group to signal (pgid={pgid!r})")
         # escalate only for the same process group: a resumed run gets a fresh SIGTERM first
-        sig = signal.SIGKILL if self._stop_sent.get(view.key) == pgid else signal.SIGTERM
+        kill = self._stop_sent.get(view.key) == pgid
         try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            raise LaunchError(f"{view.name}'s process is already gone") from None
+            service.stop(view.path, kill=kill)
+        except UserError as e:
+            raise LaunchError(str(e)) from None
         except PermissionError:
             raise LaunchError(f"not allowed to signal {view.name}'s processes (pgid {pgid})") from None
         self._stop_sent[view.key] = pgid
-        return sig.name
+        return "SIGKILL" if kill else "SIGTERM"
 
     def stop_slurm(self, view: RunView) -> str:
         """A Slurm run or job (``core.jobs.launch.stop``): a running one's runner gets SIGTERM and
@@ -233,8 +228,8 @@ class Launcher:
             raise LaunchError(f"{view.name} is not a Slurm job")
         kill = self._slurm_stops.get(view.key) == job and view.state != "queued"
         try:
-            done = launch_stop(view.path, kill=kill)
-        except UsageError as e:
+            done = service.stop(view.path, kill=kill)
+        except UserError as e:
             raise LaunchError(str(e)) from None
         self._slurm_stops[view.key] = job
         return done

@@ -182,7 +182,7 @@ async def test_x_stops_a_slurm_run_through_core_launch_stop_and_again_cancels_it
             raise UsageError("waits is not running (it is stopped); nothing to stop")
         return f"{'cancelled' if kill else 'sent SIGTERM to'} Slurm job {read_json(Path(path) / 'status.json')['slurm_job_id']}"
 
-    monkeypatch.setattr("simclr_tui.launcher.launch_stop", fake_stop)
+    monkeypatch.setattr("core.jobs.service.stop_job", fake_stop)
     app = app_for(runs_dir, fake)
 
     def said(text):
@@ -230,7 +230,8 @@ async def test_the_form_submits_to_slurm_with_its_options(runs_dir, monkeypatch)
 
     def fake_cli(runner, args, timeout=120.0):
         submitted.append(args)
-        Path(args[2]).mkdir(parents=True, exist_ok=True)  # as `simclr pretrain --launcher slurm` does
+        Path(args[2]).mkdir(parents=True, exist_ok=True)  # as `simclr pretrain --launcher slurm` does:
+        atomic_write_json(Path(args[2]) / "slurm.json", {"kind": "pretrain", "job_id": "77"})  # its record
         return CliResult(0, f"submitted Slurm job 77: {args[2]} (queued)\n", "")
 
     monkeypatch.setattr("simclr_tui.launcher.run_cli", fake_cli)

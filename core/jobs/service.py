@@ -1,0 +1,65 @@
+"""What a person does to runs, for both interfaces: stop, cancel, move, delete.
+
+The CLI (``simclr stop``, ``simclr queue cancel|move``) and the TUI (x, [ ], d) call these
+and only render what they return; the rules (which state may be stopped or deleted, the
+queue's lock, a Slurm job's own stop) live here, once. Plain Python, no torch.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from core.errors import QueueError, UsageError
+from core.jobs import queue
+from core.jobs.launch import current_state, stop as stop_job
+from core.runs import LIVE_STATES, iter_runs, job_result_path
+
+
+def stop(job_dir: Path, kill: bool = False) -> str:
+    """Stop a run or evaluation job, local or Slurm (core.jobs.launch.stop): it checkpoints and
+    stops; ``kill`` ends it now. Returns what was done."""
+    return stop_job(Path(job_dir), kill=kill)
+
+
+def cancel(runs_dir: Path, names: list[str]) -> list[str]:
+    """Take queued runs (or a sweep's queued runs) out of the queue; returns their names."""
+    return queue.cancel(runs_dir, names)
+
+
+def move(runs_dir: Path, name: str, where: str) -> int:
+    """Move a queued run up/down/top/bottom or to a position; returns its new position."""
+    return queue.move(runs_dir, name, where)
+
+
+def delete(runs_dir: Path, key: str) -> None:
+    """Delete a run (``NAME``) or an evaluation job (``NAME/eval/JOB``) with all its files.
+
+    A queued run is cancelled under the queue's lock (no worker starts it meanwhile); a run
+    that is live, or one of whose jobs is live, or a Slurm job still waiting, is refused with
+    what to do; a path outside the runs directory is refused.
+    """
+    root = Path(runs_dir).resolve()
+    path = (root / key).resolve()
+    if root not in path.parents:
+        raise UsageError(f"refusing to delete {path}: it is not inside {root}")
+    if not path.exists():
+        return  # another TUI or a shell deleted it
+    state, _, status = current_state(path)
+    if state == "queued" and status.get("launcher") != "slurm" and path.parent == root:
+        queue.cancel(root, [path.name])
+        return
+    busy = [path.name] if state in LIVE_STATES or state == "queued" else []
+    if path.parent == root:
+        busy += [f"{path.name}/eval/{r.name}" for r in iter_runs(root, jobs=True)
+                 if r.is_job and r.path.parent.parent == path and r.state in LIVE_STATES]
+    if busy:
+        raise QueueError(f"stop {', '.join(busy)} before deleting (`simclr stop --run-dir ...`; "
+                         f"a Slurm job that waits is cancelled)")
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:  # deleted meanwhile by someone else
+        if path.exists():
+            shutil.rmtree(path)
+    if path.parent.name == "eval":  # an evaluation job: its result file sits next to its folder
+        job_result_path(path).unlink(missing_ok=True)
