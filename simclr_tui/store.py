@@ -17,7 +17,6 @@ controller never holds up a poll.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from core.runs import (
     job_result_path,
     list_jobs,
     read_json,
+    read_metrics_chunk,
     read_notes,
     read_run,
     read_sweep,
@@ -47,53 +47,7 @@ from .slurm_watch import SlurmAnswer, SlurmWatch
 #: tags whose maximum is a run's "best accuracy"
 ACC_TAGS = ("knn/top1", "linear/test_top1", "finetune/test_top1")
 #: the loss a row of each kind shows
-#: a metrics line longer than this is garbage, not a record still being written
-MAX_LINE_BYTES = 1 << 20
 LOSS_TAGS = {"pretrain": "train/loss", "linear-eval": "linear/train_loss", "finetune": "finetune/train_loss"}
-
-
-# ---------------------------------------------------------------------- reading metrics
-def read_metrics_chunk(path: str | Path, offset: int, max_bytes: int) -> tuple[list[dict[str, Any]], int, int]:
-    """Complete records after byte ``offset``, reading at most ``max_bytes``.
-
-    The same contract as `core.runs.read_metrics` (a partial last line is left for the
-    next call, garbage lines are skipped) with two additions the UI needs: the read is
-    bounded, so a 10 MB backlog is consumed over several polls, and garbage lines are
-    counted, so the run can be marked damaged. Returns (records, new offset, bad lines).
-    The caller handles a file that was replaced or shrank (see `RunStore._tail`).
-    """
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            chunk = f.read(max_bytes)
-            if len(chunk) == max_bytes and b"\n" not in chunk:
-                chunk += f.readline(MAX_LINE_BYTES)  # a line longer than the chunk: finish it
-    except OSError:
-        return [], offset, 0
-    end = chunk.rfind(b"\n")
-    if end < 0:
-        if len(chunk) >= MAX_LINE_BYTES:  # no newline in megabytes: skip it as garbage
-            return [], offset + len(chunk), 1
-        return [], offset, 0
-    lines = [ln for ln in chunk[:end].split(b"\n") if ln.strip()]
-    try:  # one parse of the whole chunk is about twice as fast as one per line
-        parsed = json.loads(b"[" + b",".join(lines) + b"]") if lines else []
-        if len(parsed) != len(lines):
-            raise ValueError("a line held more than one value")
-    except ValueError:
-        parsed = []
-        for ln in lines:
-            try:
-                parsed.append(json.loads(ln))
-            except ValueError:
-                parsed.append(None)
-    records = [r for r in parsed if _valid_record(r)]
-    return records, offset + end + 1, len(parsed) - len(records)
-
-
-def _valid_record(rec: Any) -> bool:
-    return (isinstance(rec, dict) and isinstance(rec.get("tag"), str)
-            and isinstance(rec.get("value"), (int, float)) and not isinstance(rec.get("value"), bool))
 
 
 def result_accuracy(result: dict[str, Any] | None) -> float | None:

@@ -138,7 +138,7 @@ def test_disk_full_while_writing_metrics_fails_clearly_and_keeps_the_checkpoint(
         return real_log(self, tag, value, step, epoch)
 
     monkeypatch.setattr(rundir.MetricsWriter, "log", log)
-    monkeypatch.setattr(rundir, "_same_file", lambda f, path: True)  # keep writing to /dev/full
+    monkeypatch.setattr("core.runs.metrics.same_file", lambda f, path: True)  # keep writing to /dev/full
     run = tmp_path / "r"
     code, last = main_quietly(["pretrain", *TINY, "--subset", "128", "--epochs", "3", "--run-dir", str(run)], capsys)
     assert code == 1

@@ -15,7 +15,8 @@ from tests import helpers
 
 from core.runs import atomic_write_json, read_metrics
 from simclr_tui.series import Series, resample, smooth, sparkline
-from simclr_tui.store import RunStore, read_metrics_chunk, result_accuracy
+from core.runs import read_metrics_chunk
+from simclr_tui.store import RunStore, result_accuracy
 
 
 def rec(step, value, tag="train/loss", **extra):
