@@ -17,7 +17,7 @@ from core.training.session import Progress, Saved, Session
 
 def save(s: Session, name: str = "last") -> None:
     """checkpoints/<name>.pt. Every rank calls it (the RNG states are gathered); rank 0 writes."""
-    rng = {"torch": torch.get_rng_state(), "pipeline": gather_rng(s.pipe.rng_state())}
+    rng = {"torch": torch.get_rng_state(), "pipeline": gather_rng(s.pipe.rng_state()), "device": s.device.type}
     if s.checkpoints is None:
         return
     if dist.is_main():
@@ -38,9 +38,14 @@ def gather_rng(state: torch.Tensor) -> list[torch.Tensor]:
     return out  # type: ignore[return-value]
 
 
-def read_last(run_dir: Path, device: torch.device) -> dict[str, Any]:
-    """checkpoints/last.pt of ``run_dir``, or a CheckpointError saying what to do instead."""
-    return load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=device, hint=resume_hint(run_dir))
+def read_last(run_dir: Path) -> dict[str, Any]:
+    """checkpoints/last.pt of ``run_dir``, or a CheckpointError saying what to do instead.
+
+    Read on the CPU whatever the training device: its RNG states must be CPU byte tensors
+    (``torch.set_rng_state`` and a CUDA generator's ``set_state`` take nothing else), and the
+    weights reach the device as they are loaded into the model and the optimizer.
+    """
+    return load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location="cpu", hint=resume_hint(run_dir))
 
 
 def restore(s: Session, ckpt: dict[str, Any]) -> None:
@@ -52,14 +57,30 @@ def restore(s: Session, ckpt: dict[str, Any]) -> None:
         s.ema.module.load_state_dict(ckpt["ema"])
     s.progress = Progress(**ckpt["progress"])
     s.saved = Saved(s.progress.step, s.progress.epoch)
-    restore_rng(ckpt["rng"], s.pipe, dist.get_rank())
+    note = restore_rng(ckpt["rng"], s.pipe, dist.get_rank(), s.device, s.progress.step)
     s.log.resumed(s.progress.step)
+    if note:
+        s.log.say(note)
 
 
-def restore_rng(rng: dict[str, Any], pipe: Pipeline, rank: int) -> None:
+def restore_rng(rng: dict[str, Any], pipe: Pipeline, rank: int, device: torch.device, step: int) -> str | None:
+    """Put back torch's CPU stream and this rank's view stream (saved as CPU byte tensors).
+
+    A view stream saved on another device type (a CUDA generator's state is not a CPU one's)
+    cannot be restored: the pipeline is reseeded at ``step`` instead, and the returned line
+    says so (None when everything carried over).
+    """
     torch.set_rng_state(rng["torch"])
     states = rng["pipeline"]
-    pipe.set_rng_state(states[rank] if rank < len(states) else states[0])
+    state = states[rank] if rank < len(states) else states[0]
+    saved_on = rng.get("device")  # checkpoints from before it was recorded: their state's size tells
+    if saved_on == device.type or (saved_on is None and state.numel() == pipe.rng_state().numel()):
+        pipe.set_rng_state(state)
+        return None
+    pipe.reseed(step)
+    return (f"checkpoints/last.pt was saved on {saved_on or 'another device type'} and is resumed on "
+            f"{device.type}: its augmentation RNG cannot move between them, so it was reseeded "
+            f"(the views from step {step} on differ from an uninterrupted run's)")
 
 
 def resume_hint(run_dir: Path) -> str:

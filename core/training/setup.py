@@ -56,7 +56,7 @@ def open_session(cfg: PretrainConfig, run_dir: Path, stop: StopGuard, resume: bo
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
     ema = EMA(model.encoder, cfg.ema) if cfg.ema else None
 
-    ckpt = read_last(run_dir, device) if resume else None
+    ckpt = read_last(run_dir) if resume else None
     log = RunLog(run_dir, cfg, enabled=dist.is_main(), argv=argv)
     s = Session(cfg, device, pipe, model, optimizer, scaler, ema, Progress(total_steps=plan_steps(cfg, len(pipe))),
                 log, monitor, checkpoints=run_dir / "checkpoints")
