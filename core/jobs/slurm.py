@@ -32,7 +32,6 @@ from typing import Any
 from core.errors import SlurmError
 
 from core.runs import atomic_write_json, atomic_write_text, read_json, update_status
-from core.runs.state import SLURM_ENDED_WHY as ENDED_WHY  # noqa: F401 - what Slurm's end states mean
 from core.runs.status import Status
 
 SCRIPT = "slurm.sh"
