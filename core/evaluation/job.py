@@ -29,6 +29,7 @@ from core.runs import (
     job_result_path,
     read_json,
 )
+from core.runs.output import say
 from core.training.stopping import StopGuard
 
 
@@ -57,7 +58,7 @@ class EvalJob:
 
     # ------------------------------------------------------------------ used by the work
     def say(self, text: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+        say(text)
 
     def metric(self, tag: str, value: float, step: int, epoch: float | None = None) -> None:
         """One point of a live curve: metrics.jsonl (with the job's name) and TensorBoard."""

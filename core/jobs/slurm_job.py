@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from core.runs import output
 from core.runs import PRE_START_FILES, is_unstarted, read_json, update_status
 from core.jobs.slurm import RECORD, SlurmOptions, job_id_of, this_job
 
@@ -35,7 +36,7 @@ KEEP_ON_RESTART = PRE_START_FILES | {"config.json", "status.json", "eval"}
 
 
 def say(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] slurm-job: {text}", flush=True)
+    output.say(text, "slurm-job")
 
 
 def runner_argv(job_dir: Path, record: dict) -> list[str]:

@@ -41,6 +41,7 @@ from core.jobs.queue import (
     settings,
 )
 from core.runs import LIVE_STATES, atomic_write_json, read_json, update_status
+from core.runs.output import say
 from core.runs.state import launch_alive
 
 try:
@@ -156,7 +157,7 @@ class Worker:
         return self.fixed_slots or default_slots(self.runs_dir)
 
     def say(self, text: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+        say(text)
 
     def run(self) -> int:
         """The worker's life; 0 when the queue is done (or another worker already serves it)."""

@@ -68,3 +68,11 @@ class _Tee:
     def copy_fds(self) -> list[int]:
         """Where a writer that bypasses Python's streams (core.training.stopping) should also write."""
         return [] if self.file.closed else [self.file.fileno()]
+
+
+def say(text: str, who: str | None = None) -> None:
+    """One timestamped line on stdout (and so in the run's stdout.log): ``[12:03:04] text``,
+    or ``[12:03:04] who: text``. What every runner, job and worker says about itself."""
+    import time
+
+    print(f"[{time.strftime('%H:%M:%S')}] {f'{who}: ' if who else ''}{text}", flush=True)
