@@ -20,6 +20,7 @@ from PIL import Image
 from tests.helpers import wait_for
 
 from core import cli
+from core.cli.flags import resolve_config
 
 from core.training import trainer
 from core.training.checkpoint import load_checkpoint
@@ -105,7 +106,7 @@ def test_presets_listed():
 def test_config_file_and_flags_resolve_in_order(tmp_path):
     (tmp_path / "c.yaml").write_text("preset: tiny\nlr: 0.002\ntemperature: 0.2\n")
     args = cli.build_parser().parse_args(["pretrain", "--config", str(tmp_path / "c.yaml"), "--temperature", "0.3"])
-    cfg = cli.resolve_config(args)
+    cfg = resolve_config(args)
     assert (cfg.dataset, cfg.lr, cfg.temperature) == ("synthetic", 0.002, 0.3)
 
 

@@ -40,8 +40,8 @@ def run_records(runs_dir: str | Path) -> list[dict[str, Any]]:
     run), with the state Slurm gives a Slurm run, a queued run's place, the last loss and kNN
     accuracy, and the evaluation results (a run: job -> top-1; a job: its own top-1)."""
     runs = list(iter_runs(runs_dir, jobs=True))
-    slurm = with_slurm_states(runs)
-    places = queue.positions(runs_dir) if any(r.state == "queued" for r in runs) else {}
+    runs, slurm = with_slurm_states(runs)
+    places = queue.positions(runs_dir, queue.Listing(runs_dir, runs)) if any(r.state == "queued" for r in runs) else {}
     records = []
     for run in runs:
         st = run.status or {}
@@ -67,20 +67,22 @@ def run_records(runs_dir: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def queue_overview(runs_dir: str | Path) -> dict[str, Any]:
+def queue_overview(runs_dir: str | Path, listing: queue.Listing | None = None) -> dict[str, Any]:
     """The queue of ``runs_dir``: its worker and slots, what runs now (live, or started by the
-    worker and not yet writing), the queued runs in order and the --then jobs waiting."""
+    worker and not yet writing), the queued runs in order and the --then jobs waiting; from
+    one reading of the runs directory (``listing``, read here if not given)."""
     root = Path(runs_dir)
+    listing = listing if listing is not None else queue.Listing(root)
     running = []
-    for run in iter_runs(root, jobs=True):
-        launch = (queue.read_queue_file(run.path) or {}).get("launch") or {}
+    for run in listing.all:
+        launch = run.launch or {}
         if run.state in LIVE_STATES or (run.state == "queued" and launch):
             st = run.status or {}
-            name = f"{run.path.parent.parent.name}/eval/{run.name}" if run.path.parent.name == "eval" else run.name
+            name = f"{run.path.parent.parent.name}/eval/{run.name}" if run.is_job else run.name
             running.append({"name": name, "kind": st.get("kind", "pretrain"), "state": run.state,
                             "pid": st.get("pid") or launch.get("pid"), "gpu": launch.get("gpu")})
-    queued = [{"position": i + 1, "name": e.run, "sweep": e.sweep} for i, e in enumerate(queue.queued(root))]
+    queued = [{"position": i + 1, "name": e.run, "sweep": e.sweep} for i, e in enumerate(queue.queued(root, listing))]
     jobs = [{"name": e.name, "run": e.run, "command": " ".join(e.argv), "run_state": state,
-             "ready": state == "finished"} for e, state in queue.pending_jobs(root)]
+             "ready": state == "finished"} for e, state in queue.pending_jobs(root, listing)]
     return {"runs_dir": str(root), "worker": worker.worker_info(root), "slots": worker.default_slots(root),
             "running": running, "queued": queued, "jobs": jobs}

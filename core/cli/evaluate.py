@@ -1,6 +1,6 @@
 """`simclr linear-eval | finetune | knn | baseline | results`: the evaluation commands.
 
-``core/cli.py`` calls ``add_commands(subparsers)``. Same conventions as ``simclr pretrain``:
+``core.cli.build_parser`` calls ``add_commands(subparsers)``. Same conventions as ``simclr pretrain``:
 bad input is one line ``simclr: error: ...`` and exit code 2, with nothing written; every
 check that can be made before the job starts is made here. A failure while running marks
 the job ``failed`` in its status.json and exits 1; a stop (SIGTERM/SIGINT) exits 0.
@@ -175,7 +175,7 @@ def _other_checkpoint(run_dir: Path) -> str:
 def resolve_target(args: argparse.Namespace, kind: str, label_fraction: float | None = None) -> Target:
     """Every check that can fail on bad input, before anything is written."""
     from core.training.checkpoint import checkpoint_path, load_checkpoint
-    from core.training.trainer import pick_device
+    from core.training.device import pick_device
     from core.evaluation.job import job_is_live
 
     run_dir = Path(args.run_dir)
@@ -337,7 +337,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     cfg = base.replace(**given, knn_every=0, checkpoint_every=0, device=args.device).validate()
     check_data(cfg)
     s = linear_settings(args)
-    from core.training.trainer import pick_device
+    from core.training.device import pick_device
     device = pick_device(cfg)
     workers = cfg.workers if args.workers is None else args.workers
     create_baseline(run_dir, args.which, cfg.replace(device="auto"), argv=sys.argv)
