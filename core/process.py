@@ -106,9 +106,19 @@ def last_error(log: Path, since: int = 0) -> str | None:
             text = f.read().decode(errors="replace")
     except OSError:
         return None
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    errors = [ln.removeprefix("simclr: error: ") for ln in lines if ln.startswith("simclr: error:")]
-    return errors[-1] if errors else (lines[-1][:300] if lines else None)
+    return error_line(text)
+
+
+def error_line(*outputs: str) -> str | None:
+    """What a ``simclr`` command said when it failed: its last ``simclr: error: ...`` line in
+    any of ``outputs``, else the last line of the first output that has one (300 characters
+    at most); None when they are all empty."""
+    lines = [[ln.strip() for ln in text.splitlines() if ln.strip()] for text in outputs]
+    errors = [ln.removeprefix("simclr: error:").strip() for ls in lines for ln in ls if ln.startswith("simclr: error:")]
+    if errors:
+        return errors[-1]
+    rest = next((ls for ls in lines if ls), [])
+    return rest[-1][:300] if rest else None
 
 
 def scheduler_fields() -> dict[str, object]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core import process
 from core.config import ConfigError, dash
 from core.jobs.worker import child_env
 from core.runs import check_run_name
@@ -153,12 +154,8 @@ class CliResult:
 
 
 def one_line_error(stderr: str, stdout: str = "") -> str:
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    errors = [ln.removeprefix("simclr: error:").strip() for ln in lines if ln.startswith("simclr: error:")]
-    if errors:
-        return errors[-1]
-    rest = lines or [ln.strip() for ln in stdout.splitlines() if ln.strip()]
-    return rest[-1] if rest else ""
+    """The command's one-line error (core.process.error_line: the runner's own words)."""
+    return process.error_line(stderr, stdout) or ""
 
 
 def run_cli(runner: list[str], args: list[str], timeout: float = 120.0) -> CliResult:

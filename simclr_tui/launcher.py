@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import process
 from core.errors import UserError
 from core.jobs import service
 from core.jobs.launch import LAUNCHERS, current_state, slurm_args
@@ -108,16 +109,10 @@ class Launcher:
     # .................................................................. starting
     def _spawn(self, key: str, args: list[str], log: Path) -> Launched:
         argv = self.runner + args
-        env = child_env()  # `python -m core` imports the same core package this TUI uses, from anywhere
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as out:
-            out.write(f"\n$ {display_command(args)}\n".encode())
-            out.flush()
-            try:
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                        start_new_session=True, env=env, close_fds=True)
-            except OSError as e:
-                raise LaunchError(f"cannot start {argv[0]}: {e}") from None
+        try:  # `python -m core` imports the same core package this TUI uses, from anywhere (child_env)
+            proc, _ = process.start_detached(argv, log, child_env(), header=f"\n$ {display_command(args)}\n")
+        except OSError as e:
+            raise LaunchError(f"cannot start {argv[0]}: {e}") from None
         with self._lock:
             self._children[proc.pid] = (key, proc, log)
         return Launched(key, proc.pid, tuple(argv), log)
