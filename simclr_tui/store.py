@@ -31,6 +31,7 @@ from core.runs import (
     iter_runs,
     job_result_path,
     list_jobs,
+    number,
     read_json,
     read_metrics_chunk,
     read_notes,
@@ -371,11 +372,11 @@ def _parent_key(key: str) -> str | None:
 
 
 def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    return None if (n := number(v)) is None else float(n)
 
 
 def _int(v: Any) -> int | None:
-    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    return None if (n := number(v)) is None else int(n)
 
 
 def _eta(ref: tuple[int, float] | None, step: int | None, beat: float | None, total_steps: int | None,

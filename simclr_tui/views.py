@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from core.jobs.slurm import WAITING
-from core.runs import LIVE_STATES
+from core.runs import LIVE_STATES, number
 
 from .queue_keeper import WorkerStatus
 from .series import SeriesData
@@ -31,9 +31,6 @@ def result_accuracy(result: dict[str, Any] | None) -> float | None:
     """
     if not result:
         return None
-
-    def number(v: Any) -> float | None:
-        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
     if number(result.get("test_top1")) is not None:
         return number(result["test_top1"])

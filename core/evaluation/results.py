@@ -19,7 +19,7 @@ from typing import Any
 
 from core.report.groups import differing_keys, setting_of
 from core.report.tables import table
-from core.runs import iter_runs, read_json, read_sweep
+from core.runs import iter_runs, number, read_json, read_sweep
 
 COLUMNS = ("Method", "Batch Size", "Backbone", "Projection dim", "Epochs", "Optimizer", "Dataset",
            "Accuracy", "Run")
@@ -98,7 +98,7 @@ class Result:
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return None if (n := number(value)) is None else float(n)
 
 
 def collect(runs_dir: str | Path) -> list[Result]:

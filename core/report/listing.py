@@ -12,15 +12,13 @@ from typing import Any
 
 from core.jobs import queue, worker
 from core.jobs.launch import with_slurm_states
-from core.runs import LIVE_STATES, iter_runs, job_result_path, read_json, read_metrics, read_notes, read_sweep
+from core.runs import LIVE_STATES, iter_runs, job_result_path, number, read_json, read_metrics, read_notes, read_sweep
 
 #: the metrics a run's row shows, last value of each
 SHOWN_METRICS = ("train/loss", "knn/top1")
 
 
-def _number(value: Any) -> int | float | None:
-    """Garbage in a status or result file reads as absent."""
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+_number = number  # garbage in a status or result file reads as absent
 
 
 def _last_metrics(run_dir: Path) -> dict[str, float]:

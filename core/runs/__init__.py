@@ -20,7 +20,7 @@ slurm.sh (core.jobs.slurm), eval/<job>.json (core.evaluation.job).
 
 from core.process import alive as process_alive
 from core.process import start_time as process_start_time
-from core.runs.files import atomic_write_json, atomic_write_text, folder_lock, read_json
+from core.runs.files import atomic_write_json, atomic_write_text, folder_lock, number, read_json
 from core.runs.listing import PRE_START_FILES, RunInfo, hold_run_dir, is_unstarted, iter_runs, list_jobs, read_run
 from core.runs.metrics import MetricsWriter, read_metrics, read_metrics_chunk, truncate_metrics_after
 from core.runs.naming import (
@@ -43,7 +43,7 @@ __all__ = [
     "PRE_START_FILES", "RESERVED_NAMES", "LIVE_STATES", "STALE_AFTER", "STATES", "MetricsWriter", "Reading",
     "RunBusyError", "RunInfo", "Status", "StatusFile", "atomic_write_json", "atomic_write_text", "check_checkpoint_name",
     "check_run_name", "claim_run_dir", "clean_tags", "decide", "effective_state", "eval_dataset_tag", "eval_job_name",
-    "folder_lock", "generate_run_name", "hold_run_dir", "is_unstarted", "iter_runs", "job_result_path", "list_jobs",
+    "folder_lock", "generate_run_name", "number", "hold_run_dir", "is_unstarted", "iter_runs", "job_result_path", "list_jobs",
     "process_alive", "process_start_time", "queued_record", "read_json", "read_metrics", "read_metrics_chunk", "read_notes", "read_run",
     "read_status", "read_sweep", "resolve_run_dir", "truncate_metrics_after", "update_status", "write_notes",
 ]

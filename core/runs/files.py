@@ -93,3 +93,9 @@ def same_file(f, path: Path) -> bool:
     except (OSError, ValueError, AttributeError):
         return False
     return (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)
+
+
+def number(value: Any) -> int | float | None:
+    """A JSON value if it is a number (int or float, as written), else None: a bool, a string
+    or garbage in a status, result or metrics file reads as absent."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.runs.files import atomic_write_text, folder_lock, same_file
+from core.runs.files import atomic_write_text, folder_lock, number, same_file
 
 #: a metrics line longer than this is garbage, not a record still being written
 MAX_LINE_BYTES = 1 << 20
@@ -93,7 +93,7 @@ def read_metrics_chunk(path: str | Path, offset: int, max_bytes: int) -> tuple[l
 
 def _valid_record(rec: Any) -> bool:
     return (isinstance(rec, dict) and isinstance(rec.get("tag"), str)
-            and isinstance(rec.get("value"), (int, float)) and not isinstance(rec.get("value"), bool))
+            and number(rec.get("value")) is not None)
 
 
 def read_metrics(path: str | Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from core.runs.files import atomic_write_json, read_json
+from core.runs.files import atomic_write_json, number, read_json
 
 
 def read_sweep(run_dir: Path) -> dict[str, Any] | None:
@@ -17,7 +17,7 @@ def read_sweep(run_dir: Path) -> dict[str, Any] | None:
         return None
     index, swept = data.get("index"), data.get("swept")
     return {"sweep": data["sweep"],
-            "index": index if isinstance(index, int) and not isinstance(index, bool) else None,
+            "index": index if isinstance(number(index), int) else None,
             "swept": swept if isinstance(swept, dict) else {}}
 
 

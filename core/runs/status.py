@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core import process
-from core.runs.files import atomic_write_json, folder_lock, read_json
+from core.runs.files import atomic_write_json, folder_lock, number, read_json
 
 #: the states a writer may record (a reader may also see ``crashed`` and ``damaged``: core.runs.state)
 WRITTEN_STATES = ("queued", "starting", "running", "finished", "failed", "stopped")
@@ -31,11 +31,11 @@ FINAL_LOCK_WAIT = 5.0
 
 
 def _int(v: Any) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
+    return v if isinstance(number(v), int) else None
 
 
 def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    return None if (n := number(v)) is None else float(n)
 
 
 def _time(v: Any) -> float | None:
