@@ -22,7 +22,8 @@ from tui_helpers import FAKE_RUNNER, cursor_to, screen_text, wait_for, wait_scre
 
 from tests.helpers import write_status
 
-from core.jobs.queue import positions, worker_info
+from core.jobs.queue import positions
+from core.jobs.worker import worker_info
 from core.runs import atomic_write_json, read_notes, write_notes
 from simclr_tui import fmt
 from simclr_tui.app import make_app
