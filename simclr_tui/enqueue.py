@@ -20,10 +20,11 @@ from core import process
 from core.config import ConfigError, dash
 from core.jobs.worker import child_env
 from core.runs import check_run_name
-from core.jobs.sweep import UNSWEPT, Member, expand, parse_grid, parse_seeds
+from core.jobs.sweep import Member, expand, parse_grid, parse_seeds
+from core.report.groups import NOT_A_SETTING
 
-#: the config fields a sweep row may vary (seeds have their own input)
-NOT_IN_GRID = ("seed", *UNSWEPT)
+#: the config fields a sweep row may not vary (seeds have their own input)
+NOT_IN_GRID = NOT_A_SETTING
 #: the form checks every member as you type; beyond this many it refuses (`simclr sweep` does not)
 MAX_FORM_SWEEP = 5000
 

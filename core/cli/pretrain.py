@@ -68,11 +68,8 @@ def environment_settings() -> timedelta:
     from core.simclr import dist
     from core.training.stopping import base_grace
 
-    try:
-        base_grace()
-        return dist.timeout_from_env()
-    except ValueError as e:  # they say which variable and what to give; not (yet) ConfigErrors themselves
-        raise ConfigError(str(e)) from None
+    base_grace()  # ConfigError: they say which variable and what to give
+    return dist.timeout_from_env()
 
 
 def resume_target(args: argparse.Namespace, check: bool = True) -> tuple[Path, PretrainConfig]:

@@ -75,10 +75,11 @@ def cmd_note(args: argparse.Namespace) -> int:
 
 def cmd_stop(args: argparse.Namespace) -> int:
     """`simclr stop --run-dir R [--kill] [--wait S]`, for either launcher."""
-    from core.jobs.launch import stop, wait_until_stopped
+    from core.jobs import service
+    from core.jobs.launch import wait_until_stopped
 
     run_dir = Path(args.run_dir)
-    print(stop(run_dir, kill=args.kill))
+    print(service.stop(run_dir, kill=args.kill))
     if args.wait is not None:
         state = wait_until_stopped(run_dir, args.wait)
         print(f"{run_dir.name} is {state}")

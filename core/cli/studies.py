@@ -143,15 +143,15 @@ def cmd_queue_work(args: argparse.Namespace) -> int:
 
 
 def cmd_queue_cancel(args: argparse.Namespace) -> int:
-    from core.jobs import queue
+    from core.jobs import service
 
-    names = queue.cancel(args.runs_dir, args.runs)
+    names = service.cancel(args.runs_dir, args.runs)
     print(f"cancelled {len(names)} queued run(s): {', '.join(names)}")
     return 0
 
 
 def cmd_queue_move(args: argparse.Namespace) -> int:
-    from core.jobs import queue
+    from core.jobs import service
 
-    print(f"{args.run} is now #{queue.move(args.runs_dir, args.run, args.where)} in the queue")
+    print(f"{args.run} is now #{service.move(args.runs_dir, args.run, args.where)} in the queue")
     return 0

@@ -9,7 +9,11 @@ One module per concept:
 * ``job``       an evaluation job's files in the run directory (status, metrics, TensorBoard);
 * ``baselines`` raw-pixel logistic regression and a randomly initialised encoder;
 * ``results``   the results table over all evaluated runs;
-* ``cli``       the ``simclr linear-eval | finetune | knn | baseline | results`` commands.
+* ``export``    the encoder in a standard format (``simclr export``, ``from core import load_encoder``);
+* ``embed``     features of every image under a folder (``simclr embed``).
+
+Their commands (``simclr linear-eval | finetune | knn | baseline | results``) are in
+``core.cli.evaluate``.
 
 docs/EVALUATION.md describes the protocols and records the measurements behind the defaults.
 """

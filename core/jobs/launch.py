@@ -49,8 +49,9 @@ def add_launcher_flags(p: argparse.ArgumentParser) -> None:
                            metavar="LINE", help=help_text)
         else:
             kind = int if f.name in ("nodes", "gpus_per_node", "procs_per_node", "cpus_per_task", "signal_lead") else str
+            shown = help_text if "(default" in help_text else f"{help_text} (default: {getattr(defaults, f.name)})"
             p.add_argument(slurm_flag(f.name), dest=f"slurm_{f.name}", type=kind, default=None,
-                           metavar=kind.__name__.upper(), help=f"{help_text} (default: {getattr(defaults, f.name)})")
+                           metavar=kind.__name__.upper(), help=shown)
 
 
 def slurm_options(args: argparse.Namespace, inherit: Path | None = None) -> SlurmOptions | None:

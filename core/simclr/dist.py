@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from core.errors import ConfigError
+
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
@@ -154,7 +156,7 @@ def timeout_from_env() -> timedelta:
     except ValueError:
         seconds = -1.0
     if not 0 < seconds < 1e8:
-        raise ValueError(f"SIMCLR_DIST_TIMEOUT must be a positive number of seconds (got {text!r})")
+        raise ConfigError(f"SIMCLR_DIST_TIMEOUT must be a positive number of seconds (got {text!r})")
     return timedelta(seconds=seconds)
 
 

@@ -35,6 +35,8 @@ import time
 from collections import deque
 from typing import Callable
 
+from core.errors import ConfigError
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 DEFAULT_GRACE_S = 60.0
 TORCHRUN_GRACE_S = 20.0
@@ -48,9 +50,9 @@ def base_grace() -> float:
     try:
         value = float(text) if text.strip() else default
     except ValueError:
-        raise ValueError(f"SIMCLR_STOP_GRACE={text!r} in the environment: give seconds, e.g. 60, or unset it") from None
+        raise ConfigError(f"SIMCLR_STOP_GRACE={text!r} in the environment: give seconds, e.g. 60, or unset it") from None
     if not value > 0:
-        raise ValueError(f"SIMCLR_STOP_GRACE={text!r} in the environment must be a positive number of seconds")
+        raise ConfigError(f"SIMCLR_STOP_GRACE={text!r} in the environment must be a positive number of seconds")
     return value
 
 
