@@ -20,16 +20,9 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from core.runs import (
-    LIVE_STATES,
-    MetricsWriter,
-    StatusFile,
-    atomic_write_json,
-    effective_state,
-    job_result_path,
-    read_json,
-)
+from core.runs import LIVE_STATES, atomic_write_json, effective_state, job_result_path, read_json
 from core.runs.output import say
+from core.training.joblog import JobLog
 from core.training.stopping import StopGuard
 
 
@@ -44,16 +37,15 @@ def job_is_live(run_dir: Path, name: str) -> dict[str, Any] | None:
 
 
 class EvalJob:
-    """One evaluation job: status, metrics, TensorBoard, stdout and the result file."""
+    """One evaluation job: its folder, result file and stop handling; while it runs, its
+    ``JobLog`` writes status, metrics, TensorBoard and stdout."""
 
     def __init__(self, run_dir: Path, name: str, kind: str, checkpoint: str) -> None:
         self.run_dir, self.name, self.kind, self.checkpoint = Path(run_dir), name, kind, checkpoint
         self.dir = self.run_dir / "eval" / name
         self.result_path = job_result_path(self.dir)
         self.started = time.time()
-        self.status: StatusFile | None = None
-        self.metrics: MetricsWriter | None = None
-        self.tb = None
+        self.log: JobLog | None = None
         self._stop = {"stop": False, "raise": False}
 
     # ------------------------------------------------------------------ used by the work
@@ -62,18 +54,16 @@ class EvalJob:
 
     def metric(self, tag: str, value: float, step: int, epoch: float | None = None) -> None:
         """One point of a live curve: metrics.jsonl (with the job's name) and TensorBoard."""
-        if self.metrics is None:
-            return
-        self.metrics.log(tag, value, step, step if epoch is None else epoch)
-        self.tb.add_scalar(tag, value, step)
+        if self.log is not None:
+            self.log.metric(tag, value, step, step if epoch is None else epoch)
 
     def progress(self, force: bool = False, **fields: Any) -> None:
         """Refresh status.json (at most every 10 s unless forced): epoch, total_epochs, phase..."""
-        if self.status is not None:
-            self.status.update(force=force, **fields)
-        if force and self.metrics is not None:
-            self.metrics.flush()
-            self.tb.flush()
+        if self.log is None:
+            return
+        self.log.update(force=force, **fields)
+        if force:
+            self.log.flush()
 
     def should_stop(self) -> bool:
         return self._stop["stop"]
@@ -109,50 +99,43 @@ class EvalJob:
 
     def _abandoned(self, why: str) -> str | None:
         """The process ends without the work returning (the stop watcher's thread)."""
-        if self.status is None:
+        if self.log is None:
             return None
-        note = f"{why}; this job keeps nothing: run it again"
-        self.status.final(state="stopped", phase="stopped", note=note)
-        return note
+        return self.log.abandon(f"{why}; this job keeps nothing: run it again", phase="stopped")
 
     def run(self, work: Callable[["EvalJob"], dict[str, Any]]) -> int:
         """Run ``work(job)``, which returns the result dict. Exit code: 0 finished or stopped, 1 failed."""
-        from torch.utils.tensorboard import SummaryWriter
-
-        from core.runs.output import tee_to
         from core.errors import one_line
+        from core.runs.output import tee_to
 
         self.dir.mkdir(parents=True, exist_ok=True)
         self.result_path.unlink(missing_ok=True)
         for old in self.dir.glob("events.out.tfevents.*"):  # a re-run draws fresh curves
             old.unlink()
         with tee_to(self.dir / "stdout.log"), self._stop_on_signals():
-            self.status = StatusFile(self.dir / "status.json", kind=self.kind, parent=self.run_dir.name,
-                                     checkpoint=self.checkpoint, total_epochs=None, phase="starting")
-            self.status.update()
-            self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl",
-                                         extra={"job": self.name, "started": round(self.started, 3)})
-            self.tb = SummaryWriter(str(self.dir))
-            self.say(f"{self.name}: evaluating {self.run_dir} ({self.checkpoint})")
+            self.log = log = JobLog(self.dir, self.kind, self.run_dir / "metrics.jsonl",
+                                    extra={"job": self.name, "started": round(self.started, 3)},
+                                    parent=self.run_dir.name, checkpoint=self.checkpoint, total_epochs=None,
+                                    phase="starting")
+            log.open()
+            log.say(f"{self.name}: evaluating {self.run_dir} ({self.checkpoint})")
             try:
-                self.status.update(state="running")
+                log.update(state="running")
                 result = work(self)
             except StopRequested:
-                self.status.update(state="stopped", phase="stopped")
-                self.say("stopped")
+                log.end("stopped", "stopped", phase="stopped")
                 return 0
             except Exception as e:  # noqa: BLE001 - any failure is recorded, then reported in one line
                 traceback.print_exc()
-                self.status.update(state="failed", error=one_line(e))
+                log.fail(one_line(e))
                 print(f"simclr: failed: {one_line(e)}", file=sys.stderr, flush=True)
                 return 1
             finally:
-                self.metrics.close()
-                self.tb.close()
+                log.close()
             result = {"job": self.name, "kind": self.kind, "run": self.run_dir.name,
                       "finished": time.time(), "seconds_total": round(time.time() - self.started, 3),
                       **result}
             atomic_write_json(self.result_path, result)
-            self.status.update(state="finished", phase="finished")
-            self.say(f"finished: test top-1 {result.get('test_top1', float('nan')):.4f} -> {self.result_path}")
+            log.end("finished", f"finished: test top-1 {result.get('test_top1', float('nan')):.4f} -> {self.result_path}",
+                    phase="finished")
             return 0
