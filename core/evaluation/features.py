@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from core.training.checkpoint import checkpoint_path, load_checkpoint
 from core.config import PretrainConfig
 from core.training.data import DataError
-from core.training.pipeline import encode, labelled_split
+from core.training.pipeline import augment_config, encode, labelled_split
 
 CACHE_VERSION = 1
 
@@ -141,11 +141,12 @@ class FeatureSource:
 
     def extract(self, split: str, say: Callable[[str], None]) -> Features:
         t0 = time.perf_counter()
-        data = labelled_split(self.cfg, split)
+        views = augment_config(self.cfg)  # no augmentation: its size, mean and std
+        data = labelled_split(self.cfg, split, views=views)
         if len(data) == 0:
             raise DataError(f"the {split} split of {self.cfg.dataset} has no labelled images")
         say(f"encoding {len(data)} {split} images ({self.encoder_name})")
-        x, y = encode(self.encoder(), data, self.cfg, self.device, workers=self.workers)
+        x, y = encode(self.encoder(), data, views, self.device, workers=self.workers)
         seconds = time.perf_counter() - t0
         say(f"{split} features: {tuple(x.shape)} in {seconds:.1f} s")
         return Features(x.float(), y.long(), split_classes(data), cached=False, seconds=seconds)

@@ -109,7 +109,8 @@ def finetune(job: EvalJob, source: FeatureSource, s: FinetuneSettings) -> dict[s
     job.progress(force=True, phase="loading")
     cfg, device, workers = source.cfg, source.device, source.workers
     encoder = source.encoder()
-    train_data, test_data = labelled_split(cfg, "train"), labelled_split(cfg, "test")
+    views = augment_config(cfg)
+    train_data, test_data = labelled_split(cfg, "train", views=views), labelled_split(cfg, "test", views=views)
     labels = split_labels(train_data)
     subset = balanced_subset(labels, s.label_fraction, s.seed)
     classes = split_classes(train_data) or [str(i) for i in range(int(labels.max()) + 1)]
@@ -124,7 +125,7 @@ def finetune(job: EvalJob, source: FeatureSource, s: FinetuneSettings) -> dict[s
     model = nn.Sequential(encoder, head)
     optimizer = torch.optim.SGD(model.parameters(), lr=s.peak_lr, momentum=0.9, nesterov=True,
                                 weight_decay=s.weight_decay)
-    acfg = replace(augment_config(cfg), crop_scale=CROP_SCALE)  # crop, flip and normalisation only
+    acfg = replace(views, crop_scale=CROP_SCALE)  # crop, flip and normalisation only
     amp = amp_dtype(cfg, device)
     g = torch.Generator().manual_seed(s.seed)
     aug_g = torch.Generator(device=device).manual_seed(s.seed + 1)
@@ -152,7 +153,7 @@ def finetune(job: EvalJob, source: FeatureSource, s: FinetuneSettings) -> dict[s
                 yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
     def test_logits() -> tuple[Tensor, Tensor]:
-        return encode(model, test_data, cfg, device, workers=workers)   # eval mode, no augmentation
+        return encode(model, test_data, views, device, workers=workers)   # eval mode, no augmentation
 
     step, t0 = 0, time.perf_counter()
     for epoch in range(1, s.epochs + 1):
