@@ -13,7 +13,9 @@ Each file of a run directory has one module that writes it and one that parses i
     the runs directory         core.runs.listing      iter_runs / RunInfo (one read per run), claiming, holding
     any JSON file              core.runs.files        atomic replace, tolerant reads, the folder lock
 
-Files written by other layers: config.json and meta.json (the runner, core.training.runlog),
+A runner or evaluation job writes its own status.json and metrics.jsonl through these, via
+core.training.joblog.JobLog. Files written by other layers: config.json and meta.json (the
+runner, core.training.runlog),
 checkpoints/ (core.training.checkpoint), queue.json (core.jobs.queue), slurm.json and
 slurm.sh (core.jobs.slurm), eval/<job>.json (core.evaluation.job).
 """
