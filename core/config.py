@@ -255,3 +255,26 @@ def parse_bool(value: Any) -> bool:
     if s in ("0", "false", "no", "off"):
         return False
     raise ValueError(value)
+
+
+# ---------------------------------------------------------------------- the runner's environment
+#: default of SIMCLR_DIST_TIMEOUT: the longest a rank may be silent (a checkpoint save on
+#: rank 0, a slow first step) before the others give up on it
+DIST_TIMEOUT_DEFAULT_S = 1800.0
+
+
+def dist_timeout_seconds() -> float:
+    """SIMCLR_DIST_TIMEOUT in seconds (core.simclr.dist.timeout_from_env); a bad value is a
+    ConfigError, checked before anything is written, also when a run is only queued."""
+    import os
+
+    text = os.environ.get("SIMCLR_DIST_TIMEOUT", "").strip()
+    if not text:
+        return DIST_TIMEOUT_DEFAULT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 1e8:
+        raise ConfigError(f"SIMCLR_DIST_TIMEOUT must be a positive number of seconds (got {text!r})")
+    return seconds

@@ -8,10 +8,8 @@ All of them start, watch and stop processes through this one module.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 
@@ -72,29 +70,18 @@ def start_detached(argv: list[str], log: Path, env: dict[str, str] | None = None
     return proc, offset
 
 
-def signal_group(pgid: int, sig: int) -> None:
-    """Send ``sig`` to a process group; ProcessLookupError when it is gone."""
-    if not isinstance(pgid, int) or pgid <= 1 or pgid == os.getpgrp():
-        raise ProcessLookupError(f"no process group to signal (pgid={pgid!r})")
-    os.killpg(pgid, sig)
-
-
-def stop_group(pgid: int, grace: float = 30.0, poll: float = 0.1) -> str:
-    """SIGTERM a process group, then SIGKILL it if it still lives after ``grace`` seconds.
-    Returns the last signal's name."""
-    signal_group(pgid, signal.SIGTERM)
-    end = time.monotonic() + grace
-    while time.monotonic() < end:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return "SIGTERM"
-        time.sleep(poll)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        return "SIGTERM"
-    return "SIGKILL"
+def signal_run(pid: int | None, pgid: int | None, sig: int) -> str:
+    """Signal a run: its whole process group (its DataLoader workers, torchrun's ranks) when it
+    has one of its own, else only its process (a run started without a session of its own
+    shares its starter's group, which must not be signalled). Returns what was signalled;
+    ProcessLookupError when it is gone."""
+    if isinstance(pgid, int) and pgid > 1 and pgid != os.getpgrp():
+        os.killpg(pgid, sig)
+        return f"process group {pgid}"
+    if not isinstance(pid, int) or pid <= 1:
+        raise ProcessLookupError(f"no process to signal (pid={pid!r})")
+    os.kill(pid, sig)
+    return f"process {pid}"
 
 
 def last_error(log: Path, since: int = 0) -> str | None:

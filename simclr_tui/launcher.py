@@ -204,7 +204,7 @@ class Launcher:
             raise LaunchError(f"{view.name} is not running ({view.state})")
         pgid = status.get("pgid")
         # escalate only for the same process group: a resumed run gets a fresh SIGTERM first
-        kill = self._stop_sent.get(view.key) == pgid
+        kill = view.key in self._stop_sent and self._stop_sent[view.key] == pgid
         try:
             service.stop(view.path, kill=kill)
         except UserError as e:

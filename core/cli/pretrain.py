@@ -47,11 +47,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         if args.no_start:
             raise UsageError("--no-start only means something with --queue")
         raise UsageError("--then runs jobs after a queued run: add --queue, or --launcher slurm (or use `simclr sweep`)")
+    timeout = environment_settings()  # checked before anything is written, and before torch is imported
     if args.queue:
         if args.resume:
             raise UsageError("--queue starts a new run later; resume a run now with --resume (no --queue)")
         return queue_one(args)
-    timeout = environment_settings()  # checked before anything is written
     writer = os.environ.get("RANK", "0") == "0"  # other ranks never write the run directory, nor check it
     if args.resume:
         run_dir, cfg = resume_target(args, check=writer)
@@ -65,11 +65,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def environment_settings() -> timedelta:
     """The runner's settings from the environment, checked before anything is written:
     SIMCLR_STOP_GRACE, and SIMCLR_DIST_TIMEOUT (returned: how long collectives wait)."""
-    from core.simclr import dist
-    from core.training.stopping import base_grace
+    from core.config import dist_timeout_seconds
+    from core.training.stopping import base_grace  # torch-free
 
     base_grace()  # ConfigError: they say which variable and what to give
-    return dist.timeout_from_env()
+    return timedelta(seconds=dist_timeout_seconds())
 
 
 def resume_target(args: argparse.Namespace, check: bool = True) -> tuple[Path, PretrainConfig]:
@@ -206,7 +206,9 @@ def _set_up_failed(cfg: PretrainConfig, run_dir: Path, made: bool, error: Except
         return
     status = run_dir / "status.json"
     if status.exists():  # the runner's own, or a resumed run's: only its state and error change
-        update_status(status, state="failed", error=one_line(error))
+        done = ("finished", "stopped")  # a bug after the run's last word leaves that word alone
+        update_status(status, lambda st: st if st.get("state") in done else
+                      {**st, "state": "failed", "error": one_line(error)})
     else:
         StatusFile(status, total_epochs=cfg.epochs, dataset=cfg.dataset, backbone=cfg.backbone).update(
             state="failed", error=one_line(error))

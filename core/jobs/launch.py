@@ -19,6 +19,7 @@ from typing import Any
 
 from core.errors import UsageError
 from core.runs import LIVE_STATES, RunInfo, atomic_write_json, read_json, read_status, update_status
+from core.runs.listing import launch_record
 from core.runs.state import decide
 from core.runs.status import Status
 from core import process
@@ -196,8 +197,7 @@ def current_state(job_dir: Path) -> tuple[str, str | None, dict[str, Any]]:
     """The state of one run or job now (the state machine, asking Slurm for Slurm jobs):
     (state, reason, the raw status)."""
     record = read_status(job_dir / "status.json")
-    queue = read_json(job_dir / "queue.json") or {}
-    launch = queue.get("launch") if isinstance(queue.get("launch"), dict) else None
+    launch = launch_record(job_dir)
     job = record.slurm_job if record else None
     if job is None:
         reading = decide(record, launch=launch)
@@ -225,7 +225,11 @@ def stop(job_dir: Path, kill: bool = False) -> str:
     status = record.raw
     if record.slurm_job is not None:
         return _stop_slurm(job_dir, status, record.slurm_job, kill)
-    state = decide(record).state
+    launch = launch_record(job_dir)
+    state = decide(record, launch=launch).state
+    sig = signal.SIGKILL if kill else signal.SIGTERM
+    if record.state == "queued" and state == "starting":  # the worker started it; its runner is still setting up
+        return _stop_launched(job_dir, launch, sig)
     if state == "queued":
         raise UsageError(f"{job_dir} is queued, not running: take it out of the queue with "
                          f"`simclr queue cancel {job_dir.name} --runs-dir {job_dir.parent}`")
@@ -234,14 +238,29 @@ def stop(job_dir: Path, kill: bool = False) -> str:
     if status.get("host") != socket.gethostname():
         raise UsageError(f"{job_dir} runs on host {status.get('host')}: stop it there "
                          f"(ssh {status.get('host')} simclr stop --run-dir {job_dir})")
-    pgid = record.pgid or record.pid
-    sig = signal.SIGKILL if kill else signal.SIGTERM
     try:
-        process.signal_group(pgid, sig)
+        target = process.signal_run(record.pid, record.pgid, sig)
     except ProcessLookupError:
-        raise UsageError(f"{job_dir}: its process (group {pgid}) is gone; it reads as crashed now") from None
-    return f"sent {sig.name} to {job_dir} (process group {pgid})" + (
+        raise UsageError(f"{job_dir}: its process (pid {record.pid}) is gone; it reads as crashed now") from None
+    return f"sent {sig.name} to {job_dir} ({target})" + (
         "" if kill else "; it checkpoints and stops after the current step")
+
+
+def _stop_launched(job_dir: Path, launch: dict[str, Any], sig: signal.Signals) -> str:
+    """A queued run the worker has started whose runner has not written status.json yet (it
+    loads data, builds the model): signal its session (the worker starts each run in a
+    session of its own, so the group is its pid) and record that it stopped before training."""
+    if launch.get("host") not in (None, socket.gethostname()):
+        raise UsageError(f"{job_dir} was started on host {launch.get('host')}: stop it there "
+                         f"(ssh {launch.get('host')} simclr stop --run-dir {job_dir})")
+    try:
+        process.signal_run(launch["pid"], launch["pid"], sig)
+    except ProcessLookupError:
+        raise UsageError(f"{job_dir}: its process (pid {launch['pid']}) is gone") from None
+    update_status(job_dir / "status.json", lambda st: {
+        **st, "state": "stopped", "heartbeat": time.time(), "note": "stopped before it began training"}
+        if st.get("state") == "queued" else st)
+    return f"sent {sig.name} to {job_dir} (process group {launch['pid']}, still setting up); it did not train"
 
 
 def _stop_slurm(job_dir: Path, status: dict[str, Any], job: str, kill: bool) -> str:
@@ -264,8 +283,9 @@ def _stop_slurm(job_dir: Path, status: dict[str, Any], job: str, kill: bool) -> 
         raise UsageError(str(e)) from None
     if info.waiting:
         if status.get("state") == "queued":  # it never ran: nothing to keep
-            update_status(job_dir / "status.json", lambda st: {**st, "state": "stopped"} if st.get("state") == "queued"
-                          else st, heartbeat=time.time(), note=f"cancelled in Slurm (job {job}) before it started")
+            note = f"cancelled in Slurm (job {job}) before it started"
+            update_status(job_dir / "status.json", lambda st: {
+                **st, "state": "stopped", "heartbeat": time.time(), "note": note} if st.get("state") == "queued" else st)
         return f"cancelled Slurm job {job} ({info.state.lower()}{f', {info.reason}' if info.reason else ''}); " \
                f"{job_dir.name} did not run again"
     if kill:

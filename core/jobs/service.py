@@ -13,7 +13,8 @@ from pathlib import Path
 from core.errors import QueueError, UsageError
 from core.jobs import queue
 from core.jobs.launch import current_state, stop as stop_job
-from core.runs import LIVE_STATES, iter_runs, job_result_path
+from core.runs import LIVE_STATES, job_result_path, list_jobs
+from core.runs.listing import is_job_dir
 
 
 def stop(job_dir: Path, kill: bool = False) -> str:
@@ -45,21 +46,23 @@ def delete(runs_dir: Path, key: str) -> None:
         raise UsageError(f"refusing to delete {path}: it is not inside {root}")
     if not path.exists():
         return  # another TUI or a shell deleted it
+    job = is_job_dir(path)
     state, _, status = current_state(path)
-    if state == "queued" and status.get("launcher") != "slurm" and path.parent == root:
-        queue.cancel(root, [path.name])
+    if state == "queued" and status.get("launcher") != "slurm" and not job:
+        queue.cancel(root, [path.name])  # under the queue's lock: no worker starts it meanwhile
         return
-    busy = [path.name] if state in LIVE_STATES or state == "queued" else []
-    if path.parent == root:
-        busy += [f"{path.name}/eval/{r.name}" for r in iter_runs(root, jobs=True)
-                 if r.is_job and r.path.parent.parent == path and r.state in LIVE_STATES]
-    if busy:
-        raise QueueError(f"stop {', '.join(busy)} before deleting (`simclr stop --run-dir ...`; "
-                         f"a Slurm job that waits is cancelled)")
-    try:
-        shutil.rmtree(path)
-    except FileNotFoundError:  # deleted meanwhile by someone else
-        if path.exists():
+    with queue.queue_lock(root):  # no worker starts one of the run's --then jobs meanwhile
+        state = current_state(path)[0]
+        busy = [key] if state in LIVE_STATES or state == "queued" else []
+        if not job:
+            busy += [f"{path.name}/eval/{j.name}" for j in list_jobs(path) if current_state(j)[0] in LIVE_STATES]
+        if busy:
+            raise QueueError(f"stop {', '.join(busy)} before deleting (`simclr stop --run-dir ...`; "
+                             f"a Slurm job that waits is cancelled)")
+        try:
             shutil.rmtree(path)
-    if path.parent.name == "eval":  # an evaluation job: its result file sits next to its folder
-        job_result_path(path).unlink(missing_ok=True)
+        except FileNotFoundError:  # deleted meanwhile by someone else
+            if path.exists():
+                shutil.rmtree(path)
+        if job:  # an evaluation job: its result file sits next to its folder
+            job_result_path(path).unlink(missing_ok=True)

@@ -43,7 +43,7 @@ def run_records(runs_dir: str | Path) -> list[dict[str, Any]]:
     records = []
     for run in runs:
         st = run.status or {}
-        parent = run.path.parent.parent if run.path.parent.name == "eval" else None
+        parent = run.path.parent.parent if run.is_job else None
         if parent is None:
             last = _last_metrics(run.path)
             tops = {f.stem: _top1(f) for f in sorted((run.path / "eval").glob("*.json"))}

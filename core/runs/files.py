@@ -67,20 +67,18 @@ def folder_lock(path: Path, timeout: float | None = None) -> Iterator[bool]:
         return
     fd = os.open(path.parent, os.O_RDONLY)
     try:
-        if timeout is None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            held = True
-        else:
-            held, end = False, time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    held = True
+        held, end = False, None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if end is None else fcntl.LOCK_NB))
+                held = True
+                break
+            except BlockingIOError:
+                if time.monotonic() > end:
                     break
-                except BlockingIOError:
-                    if time.monotonic() > end:
-                        break
-                    time.sleep(0.01)
+                time.sleep(0.01)
+            except OSError:  # a filesystem without locks on folders (some network mounts): go on unguarded
+                break
         yield held
     finally:
         os.close(fd)  # closing releases the lock

@@ -86,27 +86,36 @@ class RunInfo:
     record: Status | None = None
     launch: dict[str, Any] | None = None
     reason: str | None = None
+    is_job: bool = False  # an evaluation job (NAME/eval/JOB) rather than a run
 
     @property
     def name(self) -> str:
         return self.path.name
 
-    @property
-    def is_job(self) -> bool:
-        """An evaluation job (``NAME/eval/JOB``) rather than a run."""
-        return self.path.parent.name == "eval"
-
     def with_reading(self, reading: Reading) -> RunInfo:
         return replace(self, state=reading.state, reason=reading.reason)
 
 
-def read_run(path: Path, now: float | None = None) -> RunInfo:
+def is_job_dir(path: Path) -> bool:
+    """``NAME/eval/JOB`` under a run (a runs directory that happens to be named ``eval`` is no run)."""
+    run = path.parent.parent
+    return path.parent.name == "eval" and ((run / "status.json").exists() or (run / "config.json").exists())
+
+
+def launch_record(run_dir: Path) -> dict[str, Any] | None:
+    """The queue worker's launch of a queued run (queue.json's ``launch``), if it has one."""
+    queue = read_json(run_dir / "queue.json")
+    return queue["launch"] if isinstance(queue, dict) and isinstance(queue.get("launch"), dict) else None
+
+
+def read_run(path: Path, now: float | None = None, job: bool | None = None) -> RunInfo:
+    """One run (or, ``job``, evaluation job) directory, read once and decided."""
+    job = is_job_dir(path) if job is None else job
     raw = read_json(path / "status.json")
     record = None if raw is None else Status.from_dict(raw)
-    queue = read_json(path / "queue.json") if not path.parent.name == "eval" else None
-    launch = queue.get("launch") if isinstance(queue, dict) and isinstance(queue.get("launch"), dict) else None
+    launch = None if job else launch_record(path)
     reading = decide(record, launch=launch, now=now)
-    return RunInfo(path, raw, read_json(path / "config.json"), reading.state, record, launch, reading.reason)
+    return RunInfo(path, raw, read_json(path / "config.json"), reading.state, record, launch, reading.reason, job)
 
 
 def iter_runs(runs_dir: str | Path, jobs: bool = False) -> Iterator[RunInfo]:
@@ -120,10 +129,10 @@ def iter_runs(runs_dir: str | Path, jobs: bool = False) -> Iterator[RunInfo]:
     for p in sorted(root.iterdir()):
         if not p.is_dir() or not ((p / "status.json").exists() or (p / "config.json").exists()):
             continue
-        yield read_run(p)
+        yield read_run(p, job=False)
         if jobs:
             for j in list_jobs(p):
-                yield read_run(j)
+                yield read_run(j, job=True)
 
 
 def list_jobs(run_dir: Path) -> list[Path]:

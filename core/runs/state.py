@@ -57,8 +57,6 @@ STATES = WRITTEN_STATES
 SHOWN_STATES = (*STATES, "crashed", "damaged")
 #: states in which the writing process is expected to be alive
 LIVE_STATES = ("starting", "running")
-#: states a run is done in (nothing runs now, and nothing will unless someone resumes it)
-ENDED_STATES = ("finished", "stopped", "failed", "crashed")
 #: a live run whose heartbeat is older than this (seconds) on another host is shown as crashed
 STALE_AFTER = 120.0
 #: a Slurm job no longer known to Slurm, whose heartbeat is older than this, ended unseen

@@ -123,16 +123,15 @@ def read_status(path: str | Path) -> Status | None:
 
 
 def update_status(path: str | Path, change: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-                  *, create: bool = True, lock_wait: float | None = None, **fields: Any) -> dict[str, Any]:
+                  *, lock_wait: float | None = None, **fields: Any) -> dict[str, Any]:
     """Change status.json under the run folder's lock: re-read it, set ``fields`` (and apply
     ``change``, a function of the current record returning the new one), replace the file.
-    Returns the record written. ``create=False``: a missing file stays missing (returns {}).
+    Returns the record written. ``lock_wait``: give up waiting for the lock after that many
+    seconds and write anyway (a process's last word while it ends).
     """
     path = Path(path)
     with folder_lock(path, timeout=lock_wait):
         current = read_json(path)
-        if current is None and not create:
-            return {}
         record = {**(current or {}), **fields}
         if change is not None:
             record = change(record)
@@ -204,6 +203,8 @@ class StatusFile:
             whole = dict(self.data)
             update_status(self.path, lambda _: whole, lock_wait=lock_wait)
         else:
-            update_status(self.path, lock_wait=lock_wait, **self._changed, heartbeat=now)
+            # a file someone deleted or broke meanwhile gets this process's whole record back
+            update_status(self.path, lambda rec: rec if "state" in rec else {**self.data, **rec},
+                          lock_wait=lock_wait, **self._changed, heartbeat=now)
         self._changed = {}
         self._last_write = now

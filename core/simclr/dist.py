@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from core.errors import ConfigError
+from core.config import DIST_TIMEOUT_DEFAULT_S, dist_timeout_seconds
 
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
@@ -137,27 +137,17 @@ def init_from_env(
     return True
 
 
-#: default of SIMCLR_DIST_TIMEOUT: the longest a rank may be silent (a checkpoint save on
-#: rank 0, a slow first step) before the others give up on it
-DEFAULT_TIMEOUT_SECONDS = 1800.0
+DEFAULT_TIMEOUT_SECONDS = DIST_TIMEOUT_DEFAULT_S
 
 
 def timeout_from_env() -> timedelta:
-    """How long collectives wait for a rank that went silent: SIMCLR_DIST_TIMEOUT seconds.
+    """How long collectives wait for a rank that went silent: SIMCLR_DIST_TIMEOUT seconds
+    (``core.config.dist_timeout_seconds``, torch-free, so queueing checks it too).
 
     A rank that dies is noticed at once on one machine (its sockets close); one that hangs,
     or a machine that vanishes, is given up on after this long, and the run fails.
     """
-    text = os.environ.get("SIMCLR_DIST_TIMEOUT", "").strip()
-    if not text:
-        return timedelta(seconds=DEFAULT_TIMEOUT_SECONDS)
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < 1e8:
-        raise ConfigError(f"SIMCLR_DIST_TIMEOUT must be a positive number of seconds (got {text!r})")
-    return timedelta(seconds=seconds)
+    return timedelta(seconds=dist_timeout_seconds())
 
 
 def cleanup() -> None:

@@ -24,6 +24,8 @@ import os
 import torch
 from torch import nn
 
+from core.errors import ConfigError
+
 #: a convolution after the first with fewer input channels than this keeps a CPU model in NCHW
 MIN_CHANNELS = 8
 
@@ -42,7 +44,7 @@ def memory_format(model: nn.Module, device: torch.device | str) -> torch.memory_
     """The layout ``model`` (and its input) should be in on ``device``."""
     override = os.environ.get("SIMCLR_CHANNELS_LAST", "auto").strip().lower() or "auto"
     if override not in ("0", "1", "auto"):
-        raise ValueError(f"SIMCLR_CHANNELS_LAST={override!r} in the environment: use 0 (NCHW), 1 (channels_last) "
+        raise ConfigError(f"SIMCLR_CHANNELS_LAST={override!r} in the environment: use 0 (NCHW), 1 (channels_last) "
                          f"or auto, or unset it")
     if override != "auto":
         return torch.channels_last if override == "1" else torch.contiguous_format

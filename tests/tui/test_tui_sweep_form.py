@@ -168,4 +168,5 @@ async def test_the_runners_error_is_shown_in_the_form(runs_dir):
         await pilot.press("ctrl+s")  # with a sweep defined, the primary action queues it
         await wait_for(pilot, lambda: form.error == "the queue is full (a test)", what="the runner's error")
         assert isinstance(app.screen, NewRunScreen)
-        assert "✗ the queue is full (a test)" in screen_text(app)
+        # the attribute is set before the form repaints: wait for the screen to show it (CI under load)
+        await wait_for(pilot, lambda: "✗ the queue is full (a test)" in screen_text(app), what="the error shown")
