@@ -9,7 +9,7 @@ this driver down): forward and backward ten times in channels_last on a batch of
 several input sizes, with the output and both gradients compared against the same
 convolution in NCHW. Cases: input channels x output channels x kernel 1/3 x stride 1/2. It
 prints every case that crashed, hung (``--timeout`` seconds) or disagreed (relative error
-over 1e-4), then a one-line summary. ``core/layout.py`` states the rule these runs gave.
+over 1e-4), then a one-line summary. ``core/simclr/layout.py`` states the rule these runs gave.
 
 ``speed`` times our ResNet-18 (CIFAR stem) forward + backward of ``--batch`` images in both
 layouts, alternating, in this one process, and prints the NCHW / channels_last ratio.

@@ -2,7 +2,7 @@
 
 `QueueKeeper.check()` runs in the poll thread, at most every `every` seconds (or at the next
 poll after `request()`: a run was queued, cancelled or moved). All the queue logic is
-`core.jobs.queue`'s: `worker_info` says whether a worker holds the queue's lock, `ensure_worker`
+`core.jobs.worker`'s: `worker_info` says whether a worker holds the queue's lock, `ensure_worker`
 starts `simclr queue work` in its own session when there is work and no worker. The worker
 outlives the TUI, like every run it starts.
 """

@@ -1,4 +1,4 @@
-"""The run queue and its worker (core/queue.py) against the faults issue 14 names.
+"""The run queue and its worker (core/jobs/queue.py, core/jobs/worker.py) against the faults issue 14 names.
 
 The worker starts `tests/queue_runner.py`, a torch-free stand-in for `python -m core` that
 traces every start and end, so each test checks what ran, how often and when.

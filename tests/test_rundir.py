@@ -1,5 +1,5 @@
 """The run directory's shared files: status reading, metrics appends from several writers,
-the resume rewrite, and evaluation job names (core/rundir.py, no torch)."""
+the resume rewrite, and evaluation job names (core/runs/, no torch)."""
 
 import json
 import os

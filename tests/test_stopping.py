@@ -1,4 +1,4 @@
-"""Stopping a run whose step is stuck in native code (core/stopping.py).
+"""Stopping a run whose step is stuck in native code (core/training/stopping.py).
 
 The runner is tests/fault_runner.py with ``block-in-c:S``: after step S its main thread
 deadlocks inside a C call that released the GIL (as PyTorch's operators do) and that no

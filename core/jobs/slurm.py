@@ -184,7 +184,7 @@ def batch_script(job_dir: Path, opts: SlurmOptions, job_name: str, python: str |
         "# --output is given on the sbatch command line (the path has spaces)"
     lines = ["#!/bin/bash", f"#SBATCH --job-name={job_name[:100]}", output,
              "#SBATCH --open-mode=append", *opts.sbatch_lines(),
-             "# written by simclr (core/slurm.py); `simclr slurm-job` starts the runner, forwards SIGTERM/USR1 to it",
+             "# written by simclr (core/jobs/slurm.py); `simclr slurm-job` starts the runner, forwards SIGTERM/USR1 to it",
              "# and requeues the job after a stop at the time limit", f"cd {shlex.quote(os.getcwd())}",
              f"export PYTHONUNBUFFERED=1 PYTHONPATH={shlex.quote(root)}${{PYTHONPATH:+:$PYTHONPATH}}",
              f"exec {shlex.quote(python or sys.executable)} -m core slurm-job {shlex.quote(str(job_dir))}", ""]

@@ -7,10 +7,11 @@ Each file of a run directory has one module that writes it and one that parses i
     status.json                core.runs.status       the typed record; every change through update_status
     (the state shown)          core.runs.state        the state machine: the states, who writes which, decide()
     metrics.jsonl              core.runs.metrics      MetricsWriter, read_metrics, truncate_metrics_after
-    notes.json, sweep.json     core.runs.notes        a person's note and tags; a sweep member's place
+    notes.json, sweep.json     core.runs.notes        a person's note and tags; reading a sweep member's
+                                                      place (written by core.jobs.queue / launch)
     stdout.log                 core.runs.output       tee_to (the runner's own output); core.process (started jobs)
-    names, eval/<job>/         core.runs.naming       run, checkpoint and evaluation-job names
-    the runs directory         core.runs.listing      iter_runs / RunInfo (one read per run), claiming, holding
+    names, eval/<job>/         core.runs.naming       run, checkpoint and evaluation-job names; claiming
+    the runs directory         core.runs.listing      iter_runs / RunInfo (one read per run), holding
     any JSON file              core.runs.files        atomic replace, tolerant reads, the folder lock
 
 A runner or evaluation job writes its own status.json and metrics.jsonl through these, via

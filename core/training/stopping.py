@@ -175,7 +175,7 @@ class StopGuard:
 
 
 def output_fds() -> list[int]:
-    """File descriptor 2, and the run's stdout.log where ``core.cli.common.tee_to`` copies stderr into it."""
+    """File descriptor 2, and the run's stdout.log where ``core.runs.output.tee_to`` copies stderr into it."""
     import sys
     copies = getattr(sys.stderr, "copy_fds", None)  # reading the attribute takes no lock
     return [2] + (copies() if callable(copies) else [])
