@@ -19,7 +19,7 @@ ALLOWED = {
     "runs": {"errors", "config", "process"},
     "jobs": {"errors", "config", "process", "runs"},
     "report": {"errors", "config", "process", "runs", "jobs"},
-    "simclr": {"errors"},
+    "simclr": {"errors", "config"},
     "training": {"errors", "config", "process", "runs", "simclr"},
     "evaluation": {"errors", "config", "process", "runs", "report", "simclr", "training"},
     "cli": {"errors", "config", "process", "runs", "jobs", "report", "simclr", "training", "evaluation"},
