@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from textual.widgets import DataTable, Input, Select
-from tui_helpers import FAKE_RUNNER, screen_text, wait_for, wait_screen
+from tui_helpers import FAKE_RUNNER, screen_text, wait_for, wait_screen, wait_text
 
 from tests.helpers import write_status
 
@@ -70,7 +70,7 @@ async def launch_run(pilot, name: str, **fields) -> str:
 async def test_create_watch_stop_resume_evaluate(runs_dir, slow_runs):
     app = app_for(runs_dir)
     async with app.run_test(size=SIZE) as pilot:
-        assert "No runs in" in screen_text(app)
+        await wait_text(pilot, "No runs in")
         key = await launch_run(pilot, "first", epochs="3")
         assert app.screen.key == "first"
         await wait_for(pilot, lambda: state(app, key) == "running", what="running")
@@ -79,7 +79,7 @@ async def test_create_watch_stop_resume_evaluate(runs_dir, slow_runs):
         await wait_for(pilot, lambda: plot.lines and len(plot.lines[0].ys) >= 3, what="loss points")
         n = len(plot.lines[0].ys)
         await wait_for(pilot, lambda: len(plot.lines[0].ys) > n, what="more loss points")
-        assert "training loss" in screen_text(app)
+        await wait_text(pilot, "training loss")
 
         await pilot.press("x")
         await wait_for(pilot, lambda: state(app, key) == "stopped", what="stopped")
@@ -99,8 +99,7 @@ async def test_create_watch_stop_resume_evaluate(runs_dir, slow_runs):
 
         await pilot.press("escape")
         await wait_screen(pilot, RunsScreen, "#runs")
-        await pilot.pause(0.3)
-        text = screen_text(app)
+        text = await wait_text(pilot, "└ linear-last", "80.0%", what="the job row on screen")
         assert "└ linear-last" in text and "80.0%" in text
 
 
@@ -109,7 +108,7 @@ async def test_invalid_form_shows_the_error_and_launches_nothing(runs_dir, fast_
     async with app.run_test(size=SIZE) as pilot:
         form = await new_run(pilot, batch_size="1")
         assert form.error.startswith("--batch-size must be at least 2")
-        assert "--batch-size must be at least 2" in screen_text(app)
+        await wait_text(pilot, "--batch-size must be at least 2")
         assert form.query_one("#cf-batch_size", ConfigField).has_class("-invalid")
         await pilot.press("ctrl+s")
         await pilot.click("#launch")
@@ -195,8 +194,7 @@ async def test_killed_run_is_shown_as_crashed(runs_dir, slow_runs):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         await wait_for(pilot, lambda: state(app, "victim") == "crashed", what="crashed")
-        await pilot.pause(0.2)
-        assert "crashed" in screen_text(app)
+        await wait_for(pilot, lambda: "crashed" in screen_text(app), what="crashed on screen")
 
 
 async def test_damaged_files_never_crash_the_app(runs_dir, fast_runs):
@@ -230,8 +228,8 @@ async def test_damaged_files_never_crash_the_app(runs_dir, fast_runs):
         assert len(rows) == 5
         for name in ("bad-status", "bad-config", "bad-metrics", "empty-status", "wrong-types"):
             app.open_run(name)
-            await pilot.pause(0.3)
-            assert "damaged" in screen_text(app) or "unreadable" in screen_text(app)
+            await wait_for(pilot, lambda: "damaged" in screen_text(app) or "unreadable" in screen_text(app),
+                           what=f"{name} shown damaged")
             await pilot.press("3", "escape")
         assert isinstance(app.screen, RunsScreen)
 
@@ -287,8 +285,7 @@ async def test_help_palette_and_small_terminal(runs_dir, fast_runs):
         await wait_for(pilot, lambda: state(app, "small") == "finished", what="finished")
         app.open_run("small")
         await wait_for(pilot, lambda: "small" in app.details, what="details")
-        await pilot.pause(0.2)
-        detail_text = screen_text(app)
+        detail_text = await wait_text(pilot, "training loss", "Stop", what="the detail screen")
         assert "training loss" in detail_text and "Stop" in detail_text
         await pilot.press("escape", "question_mark")
         await wait_screen(pilot, HelpScreen, "Static")
@@ -315,8 +312,7 @@ async def test_tensorboard_starts_on_localhost_and_stops_on_exit(runs_dir, tmp_p
         await pilot.press("t")
         await wait_for(pilot, lambda: app.tensorboard.url, what="tensorboard url")
         assert app.tensorboard.url.startswith("http://127.0.0.1:")
-        await pilot.pause(0.2)
-        assert app.tensorboard.url in screen_text(app)
+        await wait_for(pilot, lambda: app.tensorboard.url in screen_text(app), what="the TensorBoard url on screen")
         proc = app.tensorboard.proc
     assert proc.poll() is not None  # stopped with the app
 
@@ -376,7 +372,8 @@ async def test_clone_a_run_into_the_form(runs_dir, fast_runs):
         await pilot.pause(0.2)
         fields = form.fields()
         assert fields["lr"].raw == "0.002" and fields["dataset"].raw == "synthetic" and fields["image_size"].raw == "16"
-        assert form.preset is None and "cloned from source" in screen_text(app)
+        assert form.preset is None
+        await wait_text(pilot, "cloned from source")
         assert "--preset" not in form.command and "--lr 0.002" in form.command and "--epochs 1" in form.command
 
 

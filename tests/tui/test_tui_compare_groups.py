@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from textual.widgets import DataTable
-from tui_helpers import FAKE_RUNNER, screen_text, wait_for, wait_screen
+from tui_helpers import FAKE_RUNNER, screen_text, wait_for, wait_screen, wait_text
 
 from tests.helpers import make_eval_job, write_status
 
@@ -187,7 +187,7 @@ async def test_results_view_groups_by_sweep_and_exports(sweep_runs):
         accuracy = [r[1] for r in rows_of(table)]
         assert accuracy == [expected([linear_top1(t, s) for s in SEEDS], 4) for t in TEMPERATURES]
         assert [r[0] for r in rows_of(table)] == ["ts [temperature=0.1]", "ts [temperature=0.2]"]
-        assert "ts [temperature=0.1]" in screen_text(app)  # drawn as text, not read as markup
+        await wait_text(pilot, "ts [temperature=0.1]")  # drawn as text, not read as markup
         await pilot.press("g")  # by config: the same two settings
         await pilot.pause(0.1)
         assert table.row_count == 2

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from textual.widgets import Input, TextArea
-from tui_helpers import FAKE_RUNNER, cursor_to, screen_text, wait_for, wait_screen
+from tui_helpers import FAKE_RUNNER, cursor_to, screen_text, wait_for, wait_screen, wait_text
 
 from tests.helpers import write_status
 
@@ -170,8 +170,7 @@ async def test_sweep_group_row_summarises_collapses_and_selects(queue_dir):
                        what="the group line")
         await pilot.press("enter")
         await wait_for(pilot, lambda: all(m in screen._order for m in members), what="expanded")
-        await wait_for(pilot, lambda: "▾ ts" in screen_text(app), what="the expanded group on screen")
-        assert "  temperature=0.1,seed=0" in screen_text(app)
+        await wait_text(pilot, "▾ ts", "  temperature=0.1,seed=0", what="the expanded group on screen")
         i = screen._order.index("sweep:ts")
         assert set(screen._order[i + 1: i + 6]) == set(members)  # indented right under it
         await pilot.press("enter")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from textual.widgets import Input, Select
-from tui_helpers import FAKE_RUNNER, cursor_to, screen_text, wait_for, wait_screen
+from tui_helpers import FAKE_RUNNER, cursor_to, screen_text, wait_for, wait_screen, wait_text
 
 from core.errors import UsageError
 from core.runs import atomic_write_json, read_json
@@ -157,8 +157,8 @@ async def test_runs_and_detail_show_the_job_partition_node_and_pending_reason(ru
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: "waits" in app.runs and app.runs["waits"].slurm.state == "PENDING",
                        what="Slurm's answer")
-        await pilot.pause(0.3)
-        text = screen_text(app)
+        # the table repaints after the state changes: wait for it on screen (a fixed pause raced under load)
+        text = await wait_text(pilot, "job 21 Resources", "Slurm: 1 running, 1 waiting", what="the waiting job")
         assert "job 21 Resources" in text  # Progress of a run waiting in Slurm
         assert "Slurm: 1 running, 1 waiting" in text
         app.open_run("trains")

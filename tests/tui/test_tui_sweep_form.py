@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from textual.widgets import Checkbox, Input, Select
-from tui_helpers import screen_text, wait_for, wait_screen
+from tui_helpers import screen_text, wait_for, wait_screen, wait_text
 
 from core.runs import read_json
 from simclr_tui.app import make_app
@@ -68,8 +68,7 @@ async def test_the_sweep_shows_its_run_count_and_command(runs_dir):
     async with app.run_test(size=SIZE) as pilot:
         form = await open_form(pilot)
         form.query_one("#sweep-size").scroll_visible(animate=False)
-        await pilot.pause(0.2)
-        assert "no sweep: Queue adds this one run" in screen_text(app)
+        await wait_for(pilot, lambda: "no sweep: Queue adds this one run" in screen_text(app), what="the sweep line")
         await sweep_in(pilot, form, "ts", {"temperature": "0.1,0.2"}, "0,1,2", knn=True)
         assert form.error is None and form.sweep.size == 6
         runs = runs_dir.resolve()
@@ -96,7 +95,7 @@ async def test_a_bad_value_shows_the_error_and_queues_nothing(runs_dir):
         form = await open_form(pilot)
         await sweep_in(pilot, form, "bad", {"temperature": "0.1,x"}, "0,1")
         assert form.error == "sweep bad, seed=0,temperature=x: temperature expects float, got 'x'"
-        assert "temperature expects float" in screen_text(app)
+        await wait_text(pilot, "temperature expects float")
         assert form.query_one(SweepKeyRow).has_class("-invalid")
         await pilot.press("ctrl+g")
         await pilot.press("ctrl+s")
@@ -148,8 +147,8 @@ async def test_queue_one_run_with_an_evaluation_after_it(runs_dir):
         form = await open_form(pilot)
         form.query_one("#run-name", Input).value = "later"
         form.query_one("#then-linear", Checkbox).value = True
-        await pilot.pause(0.2)
-        assert form.sweep is None and "Launch now" in screen_text(app) and "Queue" in screen_text(app)
+        await wait_text(pilot, "Launch now", "Queue")
+        assert form.sweep is None
         await pilot.click("#queue")
         await wait_screen(pilot, RunsScreen, "#runs")
         assert read_json(runs_dir / "later" / "status.json")["state"] == "queued"

@@ -57,3 +57,14 @@ def screen_text(app) -> str:
     return console.export_text()
 
 
+
+
+async def wait_text(pilot, *needles: str, timeout: float = 15.0, what: str | None = None) -> str:
+    """The screen's text once it shows every one of ``needles`` in one read (so the rest of it
+    is from the same frame): the screen repaints after the state changes, and a fixed pause
+    raced under load."""
+    def shown():
+        text = screen_text(pilot.app)
+        return text if all(n in text for n in needles) else ""
+
+    return await wait_for(pilot, shown, timeout, what=what or " and ".join(map(repr, needles)))
