@@ -80,7 +80,11 @@ def queue_lock(runs_dir: str | Path) -> Iterator[None]:
 
 
 def read_queue_file(run_dir: Path) -> dict[str, Any] | None:
-    data = read_json(run_dir / "queue.json")
+    return valid_queue_file(read_json(run_dir / "queue.json"))
+
+
+def valid_queue_file(data: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A queue.json as read, or None when it is absent or its ``then`` is not a list."""
     return data if data is not None and isinstance(data.get("then", []), list) else None
 
 
@@ -150,7 +154,7 @@ class Listing:
         self.runs_dir = Path(runs_dir)
         self.all = list(iter_runs(runs_dir, jobs=True) if runs is None else runs)
         self.runs = [r for r in self.all if not r.is_job]  # the top-level runs, without evaluation jobs
-        self.files = {r.path: read_queue_file(r.path) for r in self.runs}
+        self.files = {r.path: valid_queue_file(r.queue) for r in self.runs}  # read once, by iter_runs
 
 
 def _listing(runs_dir: str | Path, listing: Listing | None) -> Listing:

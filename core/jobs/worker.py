@@ -228,7 +228,7 @@ class Worker:
         for run in listing.runs:  # a job's (NAME/eval/JOB) launch records are in NAME's queue.json
             q = listing.files.get(run.path) or {}
             for launch in [q.get("launch")] + [t for t in q.get("then", []) if isinstance(t, dict)]:
-                if isinstance(launch, dict) and launch.get("host") == self.host and _alive(launch):
+                if isinstance(launch, dict) and launch.get("host") == self.host and launch_alive(launch):
                     pids.add(launch["pid"])
                     if launch.get("gpu") is not None:
                         gpus.append(str(launch["gpu"]))
@@ -251,14 +251,14 @@ class Worker:
                 continue
             launch = q.get("launch")
             written = run.record.state if run.record else None
-            if written == "queued" and isinstance(launch, dict) and not _alive(launch):
+            if written == "queued" and isinstance(launch, dict) and not launch_alive(launch):
                 reason = process.last_error(run.path / "stdout.log", int(launch.get("log_offset", 0)))
                 self._fail(run.path, f"did not start: {reason or 'the runner exited at once; see stdout.log'}")
                 self.say(f"{run.name} failed to start: {reason}")
                 changed_any = True
             changed = False
             for then in q.get("then", []):
-                if isinstance(then, dict) and then.get("state") == "launched" and not _alive(then):
+                if isinstance(then, dict) and then.get("state") == "launched" and not launch_alive(then):
                     job_dir = run.path / "eval" / str(then.get("job"))
                     st = read_json(job_dir / "status.json") or {}
                     started = isinstance(st.get("created"), (int, float)) and st["created"] >= then.get("at", 0) - 1
@@ -333,6 +333,3 @@ def _take(fd: int, within: float) -> bool:
                 return False
             time.sleep(0.05)
 
-
-def _alive(launch: dict[str, Any]) -> bool:
-    return launch_alive(launch)

@@ -84,13 +84,18 @@ class RunInfo:
     config: dict[str, Any] | None
     state: str
     record: Status | None = None
-    launch: dict[str, Any] | None = None
+    queue: dict[str, Any] | None = None  # queue.json as read (runs only)
     reason: str | None = None
     is_job: bool = False  # an evaluation job (NAME/eval/JOB) rather than a run
 
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def launch(self) -> dict[str, Any] | None:
+        """The queue worker's launch of this queued run, if it has one."""
+        return _launch(self.queue)
 
     def with_reading(self, reading: Reading) -> RunInfo:
         return replace(self, state=reading.state, reason=reading.reason)
@@ -102,10 +107,13 @@ def is_job_dir(path: Path) -> bool:
     return path.parent.name == "eval" and ((run / "status.json").exists() or (run / "config.json").exists())
 
 
+def _launch(queue: dict[str, Any] | None) -> dict[str, Any] | None:
+    return queue["launch"] if isinstance(queue, dict) and isinstance(queue.get("launch"), dict) else None
+
+
 def launch_record(run_dir: Path) -> dict[str, Any] | None:
     """The queue worker's launch of a queued run (queue.json's ``launch``), if it has one."""
-    queue = read_json(run_dir / "queue.json")
-    return queue["launch"] if isinstance(queue, dict) and isinstance(queue.get("launch"), dict) else None
+    return _launch(read_json(run_dir / "queue.json"))
 
 
 def read_run(path: Path, now: float | None = None, job: bool | None = None) -> RunInfo:
@@ -113,9 +121,9 @@ def read_run(path: Path, now: float | None = None, job: bool | None = None) -> R
     job = is_job_dir(path) if job is None else job
     raw = read_json(path / "status.json")
     record = None if raw is None else Status.from_dict(raw)
-    launch = None if job else launch_record(path)
-    reading = decide(record, launch=launch, now=now)
-    return RunInfo(path, raw, read_json(path / "config.json"), reading.state, record, launch, reading.reason, job)
+    queue = None if job else read_json(path / "queue.json")
+    reading = decide(record, launch=_launch(queue), now=now)
+    return RunInfo(path, raw, read_json(path / "config.json"), reading.state, record, queue, reading.reason, job)
 
 
 def iter_runs(runs_dir: str | Path, jobs: bool = False) -> Iterator[RunInfo]:

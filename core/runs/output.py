@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+from core.runs.files import same_file
+
 
 class tee_to:
     """Copy stdout/stderr into the run's stdout.log, unless they already go there."""
@@ -15,7 +17,7 @@ class tee_to:
         self.file = None
 
     def __enter__(self):
-        if not self.enabled or _same_file(sys.stdout, self.path) or self._slurm_forwards():
+        if not self.enabled or same_file(sys.stdout, self.path) or self._slurm_forwards():
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(self.path, "a", buffering=1)
@@ -34,14 +36,6 @@ class tee_to:
             sys.stdout, sys.stderr = self.saved
             self.file.close()
         return False
-
-
-def _same_file(stream, path: Path) -> bool:
-    try:
-        a, b = os.fstat(stream.fileno()), os.stat(path)
-    except (OSError, ValueError, AttributeError):
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 class _Tee:
