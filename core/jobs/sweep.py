@@ -41,15 +41,16 @@ class Member:
                 "grid": grid, "seeds": seeds}
 
 
-def field_name(key: str) -> str:
-    """A config key as given (``batch-size`` or ``batch_size``) -> the field name."""
+def field_name(key: str, flag: str = "--grid") -> str:
+    """A config key as given (``batch-size`` or ``batch_size``) -> the field name; ``flag``
+    (``--grid``, ``--space``) names the option in the error."""
     name = key.strip().replace("-", "_")
     if name not in FIELDS:
         close = difflib.get_close_matches(name, FIELDS, n=3, cutoff=0.6)
         hint = f" (did you mean {', '.join(dash(c) for c in close[:3])}?)" if close else ""
-        raise ConfigError(f"--grid {key}: not a config key{hint}; see `simclr pretrain --help` for the names")
+        raise ConfigError(f"{flag} {key}: not a config key{hint}; see `simclr pretrain --help` for the names")
     if name in UNSWEPT:
-        raise ConfigError(f"--grid {key}: {dash(name)} says where a run runs, not what it is; give it after --")
+        raise ConfigError(f"{flag} {key}: {dash(name)} says where a run runs, not what it is; give it after --")
     return name
 
 
