@@ -20,7 +20,7 @@ ALLOWED = {
     "jobs": {"errors", "config", "process", "runs"},
     "report": {"errors", "config", "process", "runs", "jobs"},
     "simclr": {"errors", "config"},
-    "training": {"errors", "config", "process", "runs", "simclr"},
+    "training": {"errors", "config", "process", "runs", "jobs", "simclr"},
     "evaluation": {"errors", "config", "process", "runs", "report", "simclr", "training"},
     "cli": {"errors", "config", "process", "runs", "jobs", "report", "simclr", "training", "evaluation"},
 }

@@ -278,7 +278,7 @@ def test_a_sweep_name_is_used_once_and_flags_after_the_double_dash_are_checked(t
     assert main(["sweep", "t", "--runs-dir", str(runs), "--grid", "lr=0.1,0.2", "--no-start", "--",
                  "--preset", "tiny", "--bogus", "1"]) == 2
     assert "unrecognized arguments: --bogus 1" in capsys.readouterr().err
-    assert sorted(p.name for p in runs.iterdir() if p.name != ".queue") == NAMES
+    assert sorted(p.name for p in runs.iterdir() if not p.name.startswith(".")) == NAMES  # .queue, .sweeps
 
 
 def test_notes_and_tags_from_the_command_line(tmp_path, capsys):

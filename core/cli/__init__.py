@@ -47,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["sweep"] and "--" in argv:  # simclr sweep ... -- PRETRAIN_FLAGS
         argv, shared = argv[:argv.index("--")], argv[argv.index("--") + 1:]
     try:
+        if argv[:2] == ["sweep", "show"]:  # `simclr sweep show NAME`: a sweep named show is refused
+            args = studies.sweep_show_parser().parse_args(argv[2:])
+            return int(args.func(args) or 0)
         args = build_parser().parse_args(argv)
         if args.command == "sweep":
             args.pretrain_flags = shared

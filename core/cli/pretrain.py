@@ -206,7 +206,7 @@ def _set_up_failed(cfg: PretrainConfig, run_dir: Path, made: bool, error: Except
         return
     status = run_dir / "status.json"
     if status.exists():  # the runner's own, or a resumed run's: only its state and error change
-        done = ("finished", "stopped")  # a bug after the run's last word leaves that word alone
+        done = ("finished", "stopped", "pruned")  # a bug after the run's last word leaves that word alone
         update_status(status, lambda st: st if st.get("state") in done else
                       {**st, "state": "failed", "error": one_line(error)})
     else:

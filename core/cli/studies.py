@@ -26,7 +26,9 @@ def add_commands(sub) -> None:
                                    "`simclr pretrain` every run shares (--preset, --config, --epochs ...) go "
                                    "after --.",
                        usage="simclr sweep NAME [--runs-dir runs] --grid KEY=V1,V2 [--grid ...] [--seeds 0,1,2] "
-                             "[--then JOB ...] [--slots N] [--no-start] -- PRETRAIN_FLAGS...")
+                             "[--then JOB ...] [--prune asha|median [--prune-metric knn_top1] [--min-epochs R] "
+                             "[--reduction-factor 3]] [--slots N] [--no-start] -- PRETRAIN_FLAGS...\n"
+                             "       simclr sweep show NAME [--runs-dir runs] [--format table|json]")
     p.add_argument("name", help="the sweep's name: its runs are NAME-<what differs>")
     p.add_argument("--runs-dir", default="runs", help="where the runs and the queue live (default: runs)")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
@@ -39,6 +41,16 @@ def add_commands(sub) -> None:
     p.add_argument("--slots", type=int, help="runs at once (default: one per visible GPU, 1 on CPU); remembered "
                                              "for the runs directory")
     p.add_argument("--no-start", action="store_true", help="only queue; start with `simclr queue work`")
+    p.add_argument("--prune", choices=("asha", "median"),
+                   help="stop hopeless members early at rungs of --min-epochs x --reduction-factor^k epochs: "
+                        "asha (successive halving) or median (the median stopping rule); a setting's seeds are "
+                        "judged together, by their mean")
+    p.add_argument("--prune-metric", choices=("knn_top1", "loss"), default="knn_top1",
+                   help="what rungs compare: the kNN monitor's top-1 (default; needs labelled data) or the "
+                        "epoch's mean training loss")
+    p.add_argument("--min-epochs", type=int, default=1, metavar="R", help="the first rung, in epochs (default 1)")
+    p.add_argument("--reduction-factor", type=int, default=3, metavar="ETA",
+                   help="rungs at R, R*ETA, R*ETA^2 ... epochs; asha keeps the best 1/ETA at each (default 3)")
     add_launcher_flags(p)
     # the flags after `--` are split off in main(): argparse cannot put them after a positional
     p.set_defaults(func=cmd_sweep, pretrain_flags=[])
@@ -71,6 +83,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from core.runs import check_run_name
 
     check_run_name(args.name)
+    if args.name == "show":
+        raise UsageError("a sweep cannot be named show (`simclr sweep show NAME` shows a sweep); choose another name")
     grid = sweep.parse_grid(args.grid)
     seeds = sweep.parse_seeds(args.seeds) if args.seeds is not None else None
     if not grid and seeds is None:
@@ -80,8 +94,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.slots is not None and args.slots < 1:
         raise UsageError(f"--slots must be at least 1 (got {args.slots})")
     opts = sweep_launcher(args)
+    prune = prune_spec(args)
     members = sweep.expand(args.name, base, grid, seeds)
-    placed = studies.make_sweep(args.runs_dir, args.name, members, list(grid), seeds, then, opts)
+    if prune is not None:
+        check_rungs(prune, members)
+    plan = {"mode": "grid", "grid": {k: list(dict.fromkeys(m.swept[k] for m in members)) for k in grid},
+            "seeds": seeds, "prune": prune.to_dict() if prune else None, "base": base, "then": then,
+            "launcher": "slurm" if opts is not None else "queue"}
+    placed = studies.make_sweep(args.runs_dir, args.name, members, list(grid), seeds, then, opts, plan)
     root, runs = Path(args.runs_dir), f"{len(members)} run{'s' * (len(members) > 1)}"
     each = f", each followed by {', '.join(t[0] for t in then)}" if then else ""
     if opts is not None:
@@ -99,6 +119,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def prune_spec(args: argparse.Namespace):
+    """The sweep's pruning, checked, or None; its flags without --prune are refused."""
+    from core.jobs.prune import PruneSpec
+
+    if args.prune is None:
+        given = [f for f, v, d in (("--prune-metric", args.prune_metric, "knn_top1"), ("--min-epochs", args.min_epochs, 1),
+                                   ("--reduction-factor", args.reduction_factor, 3)) if v != d]
+        if given:
+            raise UsageError(f"{given[0]} sets how a sweep prunes; add --prune asha or --prune median")
+        return None
+    return PruneSpec(args.prune, args.prune_metric, args.min_epochs, args.reduction_factor).check()
+
+
+def check_rungs(prune, members) -> None:
+    """Pruning needs a rung before the members' last epoch."""
+    epochs = min(m.config.epochs for m in members)
+    if not prune.rungs(epochs):
+        raise UsageError(f"--min-epochs {prune.min_epochs} leaves no rung before the last epoch ({epochs}): "
+                         f"give a smaller --min-epochs or more --epochs after --")
+
+
 def sweep_launcher(args: argparse.Namespace):
     """The sweep's Slurm options, or None for the local queue; flags of the other one refused."""
     opts = slurm_options(args)
@@ -111,6 +152,28 @@ def sweep_launcher(args: argparse.Namespace):
         if available():
             raise UsageError(available())
     return opts
+
+
+def sweep_show_parser() -> Parser:
+    p = Parser(prog="simclr sweep show", description="One sweep: its plan, its members (state, setting, seed, "
+                                                        "epoch, kNN top-1), what is still to come, and its pruning "
+                                                        "decisions (rung, member, metric, cutoff, settings compared).")
+    p.add_argument("name", help="the sweep's name")
+    p.add_argument("--runs-dir", default="runs", help="the runs directory (default: runs)")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    p.set_defaults(func=cmd_sweep_show, command="sweep-show")
+    return p
+
+
+def cmd_sweep_show(args: argparse.Namespace) -> int:
+    """`simclr sweep show NAME`: the sweep, its members and its decision log."""
+    from core.report.sweeps import sweep_lines, sweep_overview
+
+    if not Path(args.runs_dir).is_dir():
+        raise UsageError(f"--runs-dir {args.runs_dir} does not exist")
+    data = sweep_overview(args.runs_dir, args.name)
+    print(json.dumps(data, indent=2) if args.format == "json" else "\n".join(sweep_lines(data)))
+    return 0
 
 
 def cmd_queue(args: argparse.Namespace) -> int:

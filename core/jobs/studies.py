@@ -16,6 +16,7 @@ from typing import Any
 from core.config import PretrainConfig
 from core.errors import UsageError
 from core.jobs import queue
+from core.jobs.plan import FOLDER, sweep_dir, write_plan
 from core.jobs.launch import current_state, slurm_job_of, submit_eval, submit_pretrain
 from core.jobs.slurm import SlurmError, SlurmOptions, cancel_job, this_job
 from core.jobs.sweep import Member
@@ -99,10 +100,13 @@ def submit_then(run_dir: Path, argv: list[str], opts: SlurmOptions, after: str) 
 
 # ---------------------------------------------------------------------- a sweep
 def make_sweep(runs_dir: str | Path, name: str, members: list[Member], grid_keys: list[str],
-               seeds: list[int] | None, then: list[list[str]], opts: SlurmOptions | None = None) -> dict[str, Any]:
+               seeds: list[int] | None, then: list[list[str]], opts: SlurmOptions | None = None,
+               plan: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every member of sweep ``name`` as a run of ``runs_dir``: queued (``opts`` None) or
     submitted to Slurm, each followed by the ``then`` evaluations. All or nothing: on any
     failure the jobs submitted are cancelled and the directories made removed.
+
+    ``plan``: the sweep's plan, written to its own folder (core.jobs.plan) before any member.
 
     Returns member name -> its place in the queue, or its Slurm job id.
     """
@@ -115,6 +119,8 @@ def make_sweep(runs_dir: str | Path, name: str, members: list[Member], grid_keys
         jobs: list[str] = []
         placed: dict[str, Any] = {}
         try:
+            if plan is not None:
+                made.append(write_plan(root, name, plan))
             for m in members:
                 check_run_name(m.name)
                 made.append(root / m.name)
@@ -136,6 +142,8 @@ def make_sweep(runs_dir: str | Path, name: str, members: list[Member], grid_keys
 
 def _check_unused(root: Path, name: str, members: list[Member]) -> None:
     used = [r.name for r in iter_runs(root) if (read_sweep(r.path) or {}).get("sweep") == name]
+    if not used and sweep_dir(root, name).exists():  # a cancelled sweep's folder: no member is left to need it
+        shutil.rmtree(sweep_dir(root, name), ignore_errors=True)
     if used:
         raise UsageError(f"sweep {name} already exists in {root} ({len(used)} run(s), e.g. {used[0]}); "
                          f"choose another name, or `simclr queue cancel {name}` to drop its queued runs")
@@ -152,3 +160,6 @@ def _undo(made: list[Path], jobs: list[str]) -> None:
             cancel_job(job)
     for path in made:
         shutil.rmtree(path, ignore_errors=True)
+        if path.parent.name == FOLDER:  # the sweep's own folder: .sweeps/ goes too if it was the only one
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()

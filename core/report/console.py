@@ -8,7 +8,7 @@ from typing import Any
 from core.report.states import state_style
 
 #: the narrowest each column gets before the name gives way
-_WIDTHS = {"kind": 8, "state": 8, "epoch": 5, "loss": 5, "kNN": 5, "top-1": 5}
+_WIDTHS = {"kind": 8, "state": 8, "health": 6, "epoch": 5, "loss": 5, "kNN": 5, "top-1": 5}
 _NUMBERS = ("epoch", "loss", "kNN", "top-1")
 
 
@@ -32,6 +32,7 @@ def _cells(rec: dict[str, Any]) -> list[Any]:
     # a run's best evaluation result, from its jobs' result files; a job's own
     top1 = rec["results"] if is_job else max(rec["results"].values(), default=None)
     return [f"└ {name}" if is_job else name, kind, Text(rec["state"], style=state_style(rec["state"])),
+            "" if is_job else rec["health"] or "-",
             "" if is_job else f"{cfg.get('dataset', '')}/{cfg.get('backbone', '')}",
             _progress(rec, kind), f"{last['train/loss']:.3f}" if "train/loss" in last else "",
             f"{last['knn/top1']:.3f}" if "knn/top1" in last else "", f"{top1:.3f}" if top1 is not None else ""]
@@ -46,7 +47,7 @@ def runs_table(records: list[dict[str, Any]], runs_dir: str | Path):
     # the name is what people look for: it keeps its width, the other columns give way
     names = [Path(r["path"]).name for r in records]
     table.add_column("name", no_wrap=True, min_width=min(32, max((len(n) + 2 for n in names), default=4)))
-    for col in ("kind", "state", "data/model", *_NUMBERS):
+    for col in ("kind", "state", "health", "data/model", *_NUMBERS):
         # data/model is the one column rich may narrow (it never wraps: no spaces, ellipsis);
         # with every column no_wrap, rich would cut the last one, top-1, instead
         table.add_column(col, no_wrap=col != "data/model", min_width=_WIDTHS.get(col), overflow="ellipsis",
@@ -69,5 +70,7 @@ def queue_lines(data: dict[str, Any], has_work: bool) -> list[str]:
     for q in queued:
         lines.append(f"  #{q['position']:<6} {q['name']}" + (f"  [sweep {q['sweep']}]" if q["sweep"] else ""))
     for j in jobs:
-        lines.append(f"  then     {j['name']}  ({'ready' if j['ready'] else 'after the run, now ' + j['run_state']})")
+        why = "ready" if j["ready"] else "never: its run was pruned" if j["run_state"] == "pruned" else \
+            "after the run, now " + j["run_state"]
+        lines.append(f"  then     {j['name']}  ({why})")
     return lines

@@ -13,6 +13,7 @@ STATE_STYLES = {
     "finished": "blue",
     "failed": "bold red",
     "stopped": "yellow",
+    "pruned": "dark_orange3",
     "crashed": "bold magenta",
     "damaged": "bold white on red",
 }

@@ -7,6 +7,8 @@ The states::
     running   training (or evaluating), heartbeat at least every 10 s
     finished  done; checkpoints/last.pt is the final model
     stopped   stopped by a person (SIGTERM, simclr stop, x) or a time budget; resumable
+    pruned    stopped at a rung by its sweep's pruning rule (core.jobs.prune), with a
+              checkpoint; its --then jobs do not run; resumable like a stopped run
     failed    ended with an error it wrote (status.json "error"), or never started
     crashed   read, never written: a live state whose writer is gone (its pid is dead or
               reused, its heartbeat is stale, or Slurm ended its job without its word)
@@ -17,10 +19,11 @@ Who writes which state (every write goes through core.runs.status.update_status)
     from                    to        written by
     (none)                  queued    the queue (enqueue), the Slurm launcher (submit)
     queued, stopped,        starting  the runner (StatusFile), on start or resume
-      crashed, failed
+      pruned, crashed, failed
     starting                running   the runner, when its first step begins
     starting, running       finished  the runner
     starting, running       stopped   the runner (a stop), or its stop watcher at the last checkpoint
+    starting, running       pruned    the runner, when its sweep's rule stops it at a rung
     starting, running       failed    the runner (an error it caught)
     queued                  failed    the queue worker: the launched runner ended before it wrote
     queued                  stopped   simclr stop: a Slurm job cancelled while waiting;

@@ -25,7 +25,7 @@ from core import process
 from core.runs.files import atomic_write_json, folder_lock, number, read_json
 
 #: the states a writer may record (a reader may also see ``crashed`` and ``damaged``: core.runs.state)
-WRITTEN_STATES = ("queued", "starting", "running", "finished", "failed", "stopped")
+WRITTEN_STATES = ("queued", "starting", "running", "finished", "failed", "stopped", "pruned")
 #: a writer that is ending waits this long for the folder lock, then writes anyway
 FINAL_LOCK_WAIT = 5.0
 
@@ -61,7 +61,7 @@ _TYPES: dict[str, Callable[[Any], Any]] = {
     "created": _time, "heartbeat": _time, "epoch": _num, "step": _int, "total_steps": _int,
     "total_epochs": _num, "error": _str, "note": _str, "phase": _str, "launcher": _str,
     "slurm_job_id": _job_id, "slurm_restarts": _int, "parent": _str, "checkpoint": _str,
-    "images_per_sec": _num,
+    "images_per_sec": _num, "health": _str, "health_reason": _str,
 }
 
 
@@ -91,6 +91,8 @@ class Status:
     parent: str | None = None
     checkpoint: str | None = None
     images_per_sec: float | None = None
+    health: str | None = None          # pretraining: ok, collapsed, not learning, diverged (core.training.health)
+    health_reason: str | None = None   # the verdict's one line
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     bad: tuple[str, ...] = ()
 

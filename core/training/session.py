@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from core.config import PretrainConfig
+from core.jobs.prune import Pruner
 from core.training.model import EMA
 from core.training.monitor import KnnMonitor
 from core.training.pipeline import Pipeline
@@ -51,6 +52,7 @@ class Session:
     progress: Progress
     log: RunLog
     monitor: KnnMonitor | None = None   # None: no kNN monitor
+    pruner: Pruner | None = None        # None: no sweep prunes this run
     checkpoints: Path | None = None     # where checkpoints go (rank 0 writes); None: nowhere (benchmarks)
     saved: Saved | None = None          # None until last.pt is written or read
 

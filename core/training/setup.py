@@ -9,6 +9,8 @@ import torch
 
 from core.config import PretrainConfig
 from core.errors import DataError
+from core.jobs.prune import Pruner
+from core.runs import read_status
 from core.simclr import dist
 from core.training.budget import plan_steps
 from core.training.device import keep_freed_memory, pick_device
@@ -43,13 +45,18 @@ def open_session(cfg: PretrainConfig, run_dir: Path, stop: StopGuard, resume: bo
     if len(pipe) == 0:
         n = len(pipe.images) if isinstance(pipe, TensorPipeline) else len(pipe.dataset)
         raise DataError(f"--batch-size {cfg.batch_size} is larger than the {n} training images; lower it or add images")
+    pruner = sweep_pruner(cfg, run_dir, resume)
+    if pruner is not None and pruner.spec.metric == "knn_top1" and not can_monitor(cfg):
+        raise DataError(f"sweep {pruner.sweep} prunes on the kNN monitor's top-1, which needs labelled train/<class>/ "
+                        f"and test/<class>/ images; make the sweep with --prune-metric loss for unlabelled data")
     if cfg.knn_every and not can_monitor(cfg):
         # unlabelled images pretrain; the monitor needs train/<class>/ and test/<class>/ (said once)
         print(f"kNN monitor off: {cfg.data_dir} has no labelled train/<class>/ and test/<class>/ images "
               f"(pretraining needs no labels; evaluate on labelled data with `simclr linear-eval --data-dir ...`)",
               flush=True)
         cfg = cfg.replace(knn_every=0)
-    monitor = KnnMonitor(cfg, views, device) if cfg.knn_every else None
+    knn_rungs = pruner is not None and pruner.spec.metric == "knn_top1"  # the monitor runs at the rungs too
+    monitor = KnnMonitor(cfg, views, device) if cfg.knn_every or knn_rungs else None
 
     model = build_training_model(cfg, device)
     optimizer = make_optimizer(cfg, model)
@@ -59,9 +66,22 @@ def open_session(cfg: PretrainConfig, run_dir: Path, stop: StopGuard, resume: bo
     ckpt = read_last(run_dir) if resume else None
     log = RunLog(run_dir, cfg, enabled=dist.is_main(), argv=argv)
     s = Session(cfg, device, pipe, model, optimizer, scaler, ema, Progress(total_steps=plan_steps(cfg, len(pipe))),
-                log, monitor, checkpoints=run_dir / "checkpoints")
+                log, monitor, pruner, checkpoints=run_dir / "checkpoints")
     if ckpt is not None:
         restore(s, ckpt)
     stop.on_give_up = lambda why: log.abandoned(why, s.saved)
     s.model = wrap_model(cfg, model, device)
     return s
+
+
+def sweep_pruner(cfg: PretrainConfig, run_dir: Path, resume: bool) -> Pruner | None:
+    """The run's pruning, when its sweep prunes (core.jobs.prune). A person resuming a pruned
+    run wants it to go on: its pruning is then off."""
+    pruner = Pruner.of(run_dir, cfg.epochs)
+    status = read_status(run_dir / "status.json") if pruner is not None and resume else None
+    if status is not None and status.state == "pruned":
+        if dist.is_main():
+            print(f"resuming a run its sweep pruned: it trains to the end (pruning is off for {run_dir.name})",
+                  flush=True)
+        return None
+    return pruner
