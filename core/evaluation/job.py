@@ -5,7 +5,9 @@
 TensorBoard events; metric lines go to the run's ``metrics.jsonl`` with ``"job": <job>``
 (and ``"started"``, the job's start time, so a reader can tell a re-run's records from an
 earlier attempt's); the result goes to ``runs/NAME/eval/<job>.json``, which exists only
-while the latest attempt of the job finished.
+while the latest attempt of the job finished. A finished job also adds its test top-1 to the
+run's own TensorBoard folder (``eval/linear_top1`` ...) and rewrites the run's HParams row
+(``core.training.tbmeta``).
 
 SIGTERM/SIGINT make the job stop at its next check (state ``stopped``, exit 0); an error
 marks it ``failed`` with a one-line reason (exit 1).
@@ -22,6 +24,7 @@ from typing import Any, Callable
 
 from core.runs import LIVE_STATES, atomic_write_json, effective_state, job_result_path, read_json
 from core.runs.output import say
+from core.training import tbmeta
 from core.training.joblog import JobLog
 from core.training.stopping import StopGuard
 
@@ -103,6 +106,16 @@ class EvalJob:
             return None
         return self.log.abandon(f"{why}; this job keeps nothing: run it again", phase="stopped")
 
+    def _tell_tensorboard(self, result: dict[str, Any]) -> None:
+        """The run's own TensorBoard folder gets the job's test top-1 (``eval/<kind>_top1``) and its
+        HParams row and Text are rewritten (``core.training.tbmeta``): still one row per run. Never
+        fails the job, whose result is already written."""
+        try:
+            tbmeta.add_eval_result(self.run_dir, self.kind, self.name, self.checkpoint, result)
+            tbmeta.write(self.run_dir)
+        except Exception as e:  # noqa: BLE001 - TensorBoard's copy is not the result
+            self.say(f"could not add the result to the run's TensorBoard: {e}")
+
     def run(self, work: Callable[["EvalJob"], dict[str, Any]]) -> int:
         """Run ``work(job)``, which returns the result dict. Exit code: 0 finished or stopped, 1 failed."""
         from core.errors import one_line
@@ -136,6 +149,7 @@ class EvalJob:
                       "finished": time.time(), "seconds_total": round(time.time() - self.started, 3),
                       **result}
             atomic_write_json(self.result_path, result)
+            self._tell_tensorboard(result)
             log.end("finished", f"finished: test top-1 {result.get('test_top1', float('nan')):.4f} -> {self.result_path}",
                     phase="finished")
             return 0

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from core.config import PretrainConfig
 from core.runs import atomic_write_json, truncate_metrics_after
+from core.training import tbmeta
 from core.training.joblog import JobLog
 
 if TYPE_CHECKING:
@@ -78,6 +79,19 @@ class RunLog(JobLog):
             write_meta(self.run_dir / "meta.json", argv)
         super().__init__(self.run_dir, kind, self.run_dir / "metrics.jsonl", enabled=enabled,
                          total_epochs=cfg.epochs, dataset=cfg.dataset, backbone=cfg.backbone)
+        self.tell_tensorboard()
+
+    def tell_tensorboard(self, quiet: bool = False) -> None:
+        """(Re)write the run's HParams row and Text tab from its files (``core.training.tbmeta``), at
+        its start and end. A disk that refuses is said (with ``quiet``, from the stop watcher's
+        thread, not even that), never fatal to the run."""
+        if not self.enabled:
+            return
+        try:
+            tbmeta.write(self.run_dir)
+        except Exception as e:  # noqa: BLE001 - TensorBoard's side file never fails a run
+            if not quiet:
+                self.say(f"could not write TensorBoard's hparams ({tbmeta.HPARAMS_FILE}): {e}")
 
     # ------------------------------------------------------------------ events
     def resumed(self, step: int) -> None:
@@ -125,11 +139,19 @@ class RunLog(JobLog):
 
     def finish(self, state: str, prog) -> None:
         self.end(state, f"{state} at step {prog.step}", step=prog.step, epoch=prog.epoch, total_steps=prog.total_steps)
+        self.tell_tensorboard()
+
+    def fail(self, error: str) -> None:
+        super().fail(error)
+        self.tell_tensorboard()
 
     def abandoned(self, why: str, saved: Saved | None) -> str | None:
         """The process is ending without finishing its step (core.training.stopping): ``stopped`` at
-        the step checkpoints/last.pt holds, with a note (:meth:`JobLog.abandon`)."""
+        the step checkpoints/last.pt holds, with a note (:meth:`JobLog.abandon`), and TensorBoard told."""
         if saved is None:
-            return self.abandon(f"{why}; no checkpoint had been written yet: start the run again", step=0, epoch=0)
-        return self.abandon(f"{why}; stopped at the last checkpoint, step {saved.step}: --resume continues from there",
-                            step=saved.step, epoch=saved.epoch)
+            note = self.abandon(f"{why}; no checkpoint had been written yet: start the run again", step=0, epoch=0)
+        else:
+            note = self.abandon(f"{why}; stopped at the last checkpoint, step {saved.step}: "
+                                "--resume continues from there", step=saved.step, epoch=saved.epoch)
+        self.tell_tensorboard(quiet=True)
+        return note
