@@ -345,12 +345,12 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from core.evaluation.results import collect, groups, render, rows
+    from core.evaluation.results import collect, collect_pruned, groups, render, rows
 
     if not Path(args.runs_dir).is_dir():
         raise _usage(f"--runs-dir {args.runs_dir} does not exist")
     found = collect(args.runs_dir)
-    records = groups(found, args.group_by) if args.group_by else rows(found)
+    records = groups(found, args.group_by, collect_pruned(args.runs_dir)) if args.group_by else rows(found)
     if not records:
         print(f"no finished evaluations of sweep runs in {args.runs_dir}; `simclr sweep` makes them, or use "
               f"--group-by config" if found else

@@ -25,7 +25,8 @@ def add_commands(sub) -> None:
                                    "named NAME-KEY=V,...; a worker starts them as slots free up. The flags of "
                                    "`simclr pretrain` every run shares (--preset, --config, --epochs ...) go "
                                    "after --.",
-                       usage="simclr sweep NAME [--runs-dir runs] --grid KEY=V1,V2 [--grid ...] [--seeds 0,1,2] "
+                       usage="simclr sweep NAME [--runs-dir runs] (--grid KEY=V1,V2 [--grid ...] | --sample N --space KEY=DIST "
+                             "[--space ...] [--sampler random|tpe] [--sweep-seed S]) [--seeds 0,1,2] "
                              "[--then JOB ...] [--prune asha|median [--prune-metric knn_top1] [--min-epochs R] "
                              "[--reduction-factor 3]] [--slots N] [--no-start] -- PRETRAIN_FLAGS...\n"
                              "       simclr sweep show NAME [--runs-dir runs] [--format table|json]")
@@ -41,6 +42,15 @@ def add_commands(sub) -> None:
     p.add_argument("--slots", type=int, help="runs at once (default: one per visible GPU, 1 on CPU); remembered "
                                              "for the runs directory")
     p.add_argument("--no-start", action="store_true", help="only queue; start with `simclr queue work`")
+    p.add_argument("--sample", type=int, metavar="N", help="draw N settings from --space instead of a grid")
+    p.add_argument("--space", action="append", default=[], metavar="KEY=DIST",
+                   help="a config key's distribution for --sample: uniform:LOW:HIGH, loguniform:LOW:HIGH, "
+                        "int:LOW:HIGH, logint:LOW:HIGH or choice:V1,V2 (e.g. lr=loguniform:1e-4:1e-2); repeatable")
+    p.add_argument("--sampler", choices=("random", "tpe"),
+                   help="random (default: every member at once) or tpe (Optuna's model-based sampler: the first "
+                        "settings at random, the rest proposed as earlier members end)")
+    p.add_argument("--sweep-seed", type=int, help="the seed of the draws: the same seed draws the same settings "
+                                                   "(default 0)")
     p.add_argument("--prune", choices=("asha", "median"),
                    help="stop hopeless members early at rungs of --min-epochs x --reduction-factor^k epochs: "
                         "asha (successive halving) or median (the median stopping rule); a setting's seeds are "
@@ -87,22 +97,42 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError("a sweep cannot be named show (`simclr sweep show NAME` shows a sweep); choose another name")
     grid = sweep.parse_grid(args.grid)
     seeds = sweep.parse_seeds(args.seeds) if args.seeds is not None else None
-    if not grid and seeds is None:
-        raise UsageError("a sweep needs at least one --grid KEY=V1,V2 or --seeds 0,1,2")
+    sampled = sampling(args, grid)
+    if not grid and seeds is None and not sampled:
+        raise UsageError("a sweep needs at least one --grid KEY=V1,V2, --sample N --space KEY=DIST, or --seeds 0,1,2")
     base = resolve_values(pretrain_flag_parser().parse_args(args.pretrain_flags))
     then = [parse_then(t) for t in args.then]
     if args.slots is not None and args.slots < 1:
         raise UsageError(f"--slots must be at least 1 (got {args.slots})")
     opts = sweep_launcher(args)
     prune = prune_spec(args)
-    members = sweep.expand(args.name, base, grid, seeds)
+    plan = {"seeds": seeds, "prune": prune.to_dict() if prune else None, "base": base, "then": then,
+            "launcher": "slurm" if opts is not None else "queue", "slurm": opts.to_dict() if opts else None}
+    if sampled:
+        from core.jobs import space as spaces
+        from core.jobs.propose import startup_settings
+
+        dists = spaces.parse_space(args.space)
+        seed = args.sweep_seed if args.sweep_seed is not None else 0
+        # every draw is validated before anything is made; a model-based sampler's later draws
+        # come from the same space, checked here by as many random ones
+        members = spaces.draw(dists, args.sample, seed, base, seeds, args.name)
+        sampler = args.sampler or "random"
+        plan |= {"mode": "sample", "space": spaces.describe(dists), "sample": args.sample, "sampler": sampler,
+                 "sweep_seed": seed, "startup": startup_settings(args.sample)}
+        if sampler == "tpe":
+            members = []
+    else:
+        members = sweep.expand(args.name, base, grid, seeds)
+        plan |= {"mode": "grid", "grid": {k: list(dict.fromkeys(m.swept[k] for m in members)) for k in grid}}
     if prune is not None:
-        check_rungs(prune, members)
-    plan = {"mode": "grid", "grid": {k: list(dict.fromkeys(m.swept[k] for m in members)) for k in grid},
-            "seeds": seeds, "prune": prune.to_dict() if prune else None, "base": base, "then": then,
-            "launcher": "slurm" if opts is not None else "queue"}
+        check_rungs(prune, members or [sweep.Member("", 0, {}, sweep.expand(args.name, base, {}, None)[0].config)])
     placed = studies.make_sweep(args.runs_dir, args.name, members, list(grid), seeds, then, opts, plan)
+    if not members:  # a model-based sweep: its first settings
+        members = [sweep.Member(name, 0, {}, None) for name in placed]
     root, runs = Path(args.runs_dir), f"{len(members)} run{'s' * (len(members) > 1)}"
+    if plan.get("sampler") == "tpe":
+        runs += f" of the first {plan['startup']} of {args.sample} settings (TPE proposes the rest as members end)"
     each = f", each followed by {', '.join(t[0] for t in then)}" if then else ""
     if opts is not None:
         print(f"sweep {args.name}: {runs} submitted to Slurm from {root}{each}")
@@ -117,6 +147,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         queue.set_slots(root, args.slots)
     start_or_say(args.no_start, str(root))
     return 0
+
+
+def sampling(args: argparse.Namespace, grid: dict) -> bool:
+    """Whether the sweep draws its settings (--sample); the draw flags without it are refused."""
+    if args.sample is None:
+        given = next((f for f, v in (("--space", args.space), ("--sampler", args.sampler),
+                                     ("--sweep-seed", args.sweep_seed)) if v), None)
+        if given:
+            raise UsageError(f"{given} is for a sweep that draws its settings: add --sample N")
+        return False
+    if grid:
+        raise UsageError("give --grid (every combination) or --sample N --space ... (draws), not both")
+    if not args.space:
+        raise UsageError(f"--sample {args.sample} draws from a space: give --space KEY=DIST, "
+                         f"e.g. --space lr=loguniform:1e-4:1e-2")
+    return True
 
 
 def prune_spec(args: argparse.Namespace):

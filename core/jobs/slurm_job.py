@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from core.runs import output
-from core.runs import PRE_START_FILES, is_unstarted, read_json, update_status
+from core.runs import PRE_START_FILES, is_unstarted, list_jobs, read_json, read_status, update_status
 from core.jobs.slurm import RECORD, SlurmOptions, job_id_of, this_job
 
 #: what a run directory keeps when a job ended before its first checkpoint starts it again
@@ -110,6 +110,9 @@ def main(job_dir: str) -> int:
     if record.get("kind") != "eval" and state == "finished":
         say("the run has already finished: nothing to do")
         return 0
+    if record.get("kind") != "eval" and state == "pruned":  # a requeue after its sweep pruned it
+        say(f"its sweep pruned the run: nothing to do (`simclr pretrain --resume {path}` trains it on)")
+        return 1
     argv = launch_argv(opts, runner_argv(path, record))
     env = dict(os.environ, SIMCLR_LAUNCHER="slurm")
     if distributed(opts):  # srun copies its tasks' output into the job's output, stdout.log
@@ -150,4 +153,25 @@ def main(job_dir: str) -> int:
         say("requeued: the job runs again and resumes from checkpoints/last.pt" if done.returncode == 0 else
             f"could not requeue ({' '.join(done.stderr.split())}); resume with `simclr pretrain --resume {path} "
             f"--launcher slurm`")
+    if state == "pruned":
+        drop_then_jobs(path)
     return 0 if state == "finished" else (rc or 1)
+
+
+def drop_then_jobs(run_dir: Path) -> None:
+    """A pruned run's --then jobs do not run: its waiting Slurm evaluation jobs are cancelled
+    (``afterok`` alone would leave them waiting forever) and marked stopped with why."""
+    from core.jobs.slurm import SlurmError, cancel_job
+
+    for job_dir in list_jobs(run_dir):
+        st = read_status(job_dir)
+        if st is None or st.state != "queued" or st.slurm_job_id is None:
+            continue
+        try:
+            cancel_job(st.slurm_job_id)
+        except SlurmError as e:
+            say(f"could not cancel {job_dir.name}: {e}")
+            continue
+        update_status(job_dir / "status.json", state="stopped", heartbeat=time.time(),
+                      note="its run was pruned by its sweep, so its --then jobs do not run")
+        say(f"cancelled {job_dir.name} (Slurm job {st.slurm_job_id}): the run was pruned")

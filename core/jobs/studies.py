@@ -107,6 +107,8 @@ def make_sweep(runs_dir: str | Path, name: str, members: list[Member], grid_keys
     failure the jobs submitted are cancelled and the directories made removed.
 
     ``plan``: the sweep's plan, written to its own folder (core.jobs.plan) before any member.
+    A TPE sweep (``plan["sampler"] == "tpe"``, ``members`` empty) starts with its first
+    settings proposed by its study (core.jobs.propose).
 
     Returns member name -> its place in the queue, or its Slurm job id.
     """
@@ -117,26 +119,57 @@ def make_sweep(runs_dir: str | Path, name: str, members: list[Member], grid_keys
         _check_unused(root, name, members)
         made: list[Path] = []
         jobs: list[str] = []
-        placed: dict[str, Any] = {}
         try:
             if plan is not None:
                 made.append(write_plan(root, name, plan))
-            for m in members:
-                check_run_name(m.name)
-                made.append(root / m.name)
-                record = m.sweep_record(name, len(members), grid, seeds)
-                if opts is None:
-                    queue.enqueue(root, root / m.name, m.config, then, record)
-                    continue
-                placed[m.name] = submit_pretrain(root / m.name, m.config, opts, sweep=record)
-                jobs.append(placed[m.name])
-                jobs += [submit_then(root / m.name, argv, opts, placed[m.name])[1] for argv in then]
+            pairs = [(m, m.sweep_record(name, len(members), grid, seeds)) for m in members]
+            if plan is not None and plan.get("sampler") == "tpe":
+                from core.jobs.propose import propose
+
+                pairs = propose(root, name, int(plan["startup"]))
+                if not pairs:
+                    raise UsageError(f"sweep {name}: the sampler drew no valid setting; widen or fix --space")
+            return _make(root, pairs, then, opts, made, jobs)
         except BaseException:  # a sweep half made is not a sweep
             _undo(made, jobs)
             raise
+
+
+def add_members(runs_dir: str | Path, pairs: list[tuple[Member, dict[str, Any]]], then: list[list[str]],
+                opts: SlurmOptions | None = None) -> dict[str, Any]:
+    """More members of an existing sweep (a model-based sampler's proposals), made like a
+    sweep's: all or nothing. Returns member name -> queue place or Slurm job id."""
+    root = Path(runs_dir)
+    with queue.queue_lock(root):
+        taken = [m.name for m, _ in pairs if (root / m.name).exists()]
+        if taken:
+            raise UsageError(f"{root / taken[0]} already exists; the sweep cannot add its next member there")
+        made: list[Path] = []
+        jobs: list[str] = []
+        try:
+            return _make(root, pairs, then, opts, made, jobs)
+        except BaseException:
+            _undo(made, jobs)
+            raise
+
+
+def _make(root: Path, pairs: list[tuple[Member, dict[str, Any]]], then: list[list[str]], opts: SlurmOptions | None,
+          made: list[Path], jobs: list[str]) -> dict[str, Any]:
+    """Queue or submit each member with its sweep.json record (``made``/``jobs`` grow as it goes,
+    for the caller to undo). Call under the queue's lock."""
+    placed: dict[str, Any] = {}
+    for m, record in pairs:
+        check_run_name(m.name)
+        made.append(root / m.name)
         if opts is None:
-            where = queue.positions(root)
-            placed = {m.name: where.get(m.name) for m in members}
+            queue.enqueue(root, root / m.name, m.config, then, record)
+            continue
+        placed[m.name] = submit_pretrain(root / m.name, m.config, opts, sweep=record)
+        jobs.append(placed[m.name])
+        jobs += [submit_then(root / m.name, argv, opts, placed[m.name])[1] for argv in then]
+    if opts is None:
+        where = queue.positions(root)
+        placed = {m.name: where.get(m.name) for m, _ in pairs}
     return placed
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from core import process
 from core.config import PretrainConfig
 from core.errors import ConfigError
+from core.jobs.plan import read_plan, sweep_names, to_come
 from core.jobs.queue import (
     QUEUE_DIR,
     Entry,
@@ -109,6 +110,8 @@ def has_work(runs_dir: str | Path, listing: Listing | None = None) -> bool:
     if queued(runs_dir, listing) or any(state in ("queued", "finished", *LIVE_STATES)
                                         for _, state in pending_jobs(runs_dir, listing)):
         return True
+    if proposing_sweeps(runs_dir):  # a model-based sweep has settings still to come
+        return True
     for run in listing.runs:
         q = listing.files.get(run.path)
         written = run.record.state if run.record else None
@@ -116,6 +119,18 @@ def has_work(runs_dir: str | Path, listing: Listing | None = None) -> bool:
                 isinstance(t, dict) and t.get("state") == "launched" for t in q.get("then", []))):
             return True
     return False
+
+
+def proposing_sweeps(runs_dir: str | Path) -> list[str]:
+    """Model-based sweeps of this runs directory's queue with settings still to come."""
+    out = []
+    for name in sweep_names(runs_dir):
+        plan = read_plan(runs_dir, name)
+        if plan and plan.get("sampler") == "tpe" and plan.get("launcher") == "queue" and not plan.get("stopped"):
+            records = [read_json(p) or {} for p in Path(runs_dir).glob("*/sweep.json")]
+            if to_come(plan, len({r.get("setting") for r in records if r.get("sweep") == name})):
+                out.append(name)
+    return out
 
 
 def ensure_worker(runs_dir: str | Path, runner: list[str] | None = None,
@@ -177,6 +192,7 @@ class Worker:
                          + (f" on GPU(s) {','.join(self.gpus)}" if self.gpus else ""))
                 while not self._stop:
                     self.children = [c for c in self.children if c.poll() is None]  # reap
+                    self.fill()
                     with queue_lock(self.runs_dir):
                         left = self.tick()
                     if not left and not self.children:  # it waits for the runs it started
@@ -215,6 +231,41 @@ class Worker:
                     if gpu is not None:
                         gpus.append(gpu)
         return started or has_work(self.runs_dir, listing)
+
+    def fill(self) -> None:
+        """Slots that nothing queued will fill: model-based sweeps of the local queue propose
+        their next settings (core.jobs.propose), outside the queue's lock (asking Optuna takes
+        a second or two); the next pass starts them."""
+        names = proposing_sweeps(self.runs_dir)
+        if not names:
+            return
+        listing = Listing(self.runs_dir)
+        jobs = [e for e, state in pending_jobs(self.runs_dir, listing) if state == "finished"]
+        want = self.slots - self.busy(listing)[0] - len(jobs) - len(queued(self.runs_dir, listing))
+        if want > 0:
+            self.propose(names, want)
+
+    def propose(self, names: list[str], settings: int) -> bool:
+        """``settings`` new settings from the sweeps ``names``, in order. Returns whether
+        members were made."""
+        from core.errors import UserError
+        from core.jobs.propose import propose
+        from core.jobs.studies import add_members
+
+        made = False
+        for name in names:
+            if settings <= 0:
+                break
+            try:
+                pairs = propose(self.runs_dir, name, settings)
+                if pairs:
+                    add_members(self.runs_dir, pairs, read_plan(self.runs_dir, name).get("then") or [])
+                    settings -= len({r["setting"] for _, r in pairs})
+                    made = True
+                    self.say(f"sweep {name} proposed {', '.join(m.name for m, _ in pairs)}")
+            except (UserError, OSError) as e:
+                self.say(f"sweep {name}: its next setting could not be made: {e}")
+        return made
 
     def busy(self, listing: Listing) -> tuple[int, list[str]]:
         """How many runs and jobs live on this host in the runs dir, and the GPUs the queue gave them."""
