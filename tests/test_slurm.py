@@ -206,6 +206,33 @@ def test_a_sweep_with_then_jobs_submits_jobs_that_finish(cluster, tmp_path):
     assert len(table) == 2
 
 
+def test_a_pruned_sweep_decides_the_same_way_under_slurm_and_cancels_the_pruned_runs_then_jobs(cluster, tmp_path):
+    from core.jobs.plan import sweep_dir
+    from core.jobs.prune import read_log
+    from tests.test_prune import _replay
+
+    done = simclr("sweep", "pr", "--grid", "lr=3e-3,1e-6,1e-3,1e-5", "--prune", "asha", "--min-epochs", "1",
+                  "--reduction-factor", "2", "--then", "knn", "--launcher", "slurm", "--", *TINY, "--epochs", "4",
+                  cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    root = tmp_path / "runs"
+    runs = sorted(p for p in root.iterdir() if (p / "sweep.json").exists())
+    assert len(runs) == 4
+    ends = {run: wait_state(run, ("finished", "pruned"), 300) for run in runs}
+    assert "pruned" in ends.values() and "finished" in ends.values(), ends
+    log = read_log(sweep_dir(root, "pr"))
+    assert len({(d.member, d.epoch) for d in log}) == len(log)
+    _replay(log, eta=2)
+    for run, state in ends.items():
+        job = run / "eval" / "knn-last"
+        if state == "pruned":  # its evaluation was cancelled in Slurm, and says why
+            assert wait_state(job, ("stopped",), 60) == "stopped"
+            assert "pruned" in read_json(job / "status.json")["note"]
+            assert [d.prune for d in log if d.member == run.name][-1]
+        else:
+            assert wait_state(job, ("finished",), 240) == "finished"
+
+
 def test_stop_cancels_a_job_still_waiting(cluster, tmp_path):
     done = simclr("pretrain", *TINY, "--run-dir", "runs/w", "--launcher", "slurm",
                   "--slurm-extra=--begin=now+1hour", cwd=tmp_path)

@@ -155,7 +155,40 @@ def main(job_dir: str) -> int:
             f"--launcher slurm`")
     if state == "pruned":
         drop_then_jobs(path)
+    if record.get("kind") != "eval" and state in ("finished", "pruned", "failed"):
+        propose_next(path)
     return 0 if state == "finished" else (rc or 1)
+
+
+def propose_next(run_dir: Path) -> None:
+    """A member of a model-based Slurm sweep ended: its sweep proposes its next setting and
+    submits it (core.jobs.propose), so the sweep keeps as many settings in Slurm as it began with."""
+    from core.errors import UserError
+    from core.jobs.plan import read_plan
+    from core.jobs.propose import propose
+    from core.jobs.studies import add_members
+    from core.runs import read_sweep
+
+    sweep = read_sweep(run_dir)
+    plan = read_plan(run_dir.parent, sweep["sweep"]) if sweep else None
+    if not plan or plan.get("sampler") != "tpe" or plan.get("launcher") != "slurm":
+        return
+    from core.jobs.launch import current_state
+    from core.runs import LIVE_STATES
+
+    mine = (read_json(run_dir / "sweep.json") or {}).get("setting")
+    siblings = [p.parent for p in run_dir.parent.glob("*/sweep.json") if p.parent != run_dir
+                and (read_json(p) or {}).get("sweep") == sweep["sweep"] and (read_json(p) or {}).get("setting") == mine]
+    if any(current_state(p)[0] in ("queued", *LIVE_STATES) for p in siblings):
+        return  # the setting's last seed to end proposes the next setting
+    try:
+        pairs = propose(run_dir.parent, sweep["sweep"], 1)
+        if pairs:
+            placed = add_members(run_dir.parent, pairs, plan.get("then") or [],
+                                 SlurmOptions.from_dict(plan.get("slurm") or {}))
+            say(f"sweep {sweep['sweep']} proposed " + ", ".join(f"{n} (job {j})" for n, j in placed.items()))
+    except (UserError, OSError) as e:
+        say(f"sweep {sweep['sweep']}: its next setting could not be made: {e}")
 
 
 def drop_then_jobs(run_dir: Path) -> None:
