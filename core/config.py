@@ -22,6 +22,7 @@ OPTIMIZERS = ("lars", "adam", "sgd")
 LR_SCALINGS = ("linear", "sqrt", "none")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NAN_POLICIES = ("stop", "skip")
+ON_UNHEALTHY = ("warn", "stop")
 
 
 @dataclass
@@ -62,6 +63,7 @@ class PretrainConfig:
     seed: int = field(default=0, metadata={"help": "random seed"})
     nan_policy: Literal["stop", "skip"] = field(default="stop", metadata={"help": "on a non-finite loss: stop (fail, keep the last good checkpoint) or skip the step"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    on_unhealthy: Literal["warn", "stop"] = field(default="warn", metadata={"help": "when the run's health verdict turns collapsed or not learning (docs/RUN_DIRECTORY.md, Health): warn (say it once, go on) or stop (checkpoint and stop; --resume continues)"})
 
     # ------------------------------------------------------------------ helpers
     @classmethod

@@ -32,7 +32,7 @@ def _cells(rec: dict[str, Any]) -> list[Any]:
     # a run's best evaluation result, from its jobs' result files; a job's own
     top1 = rec["results"] if is_job else max(rec["results"].values(), default=None)
     return [f"└ {name}" if is_job else name, kind, Text(rec["state"], style=state_style(rec["state"])),
-            "" if is_job else rec["health"] or "-",
+            "" if is_job else (rec["health"] or "-").replace(" ", "-"),  # one token: not-learning
             "" if is_job else f"{cfg.get('dataset', '')}/{cfg.get('backbone', '')}",
             _progress(rec, kind), f"{last['train/loss']:.3f}" if "train/loss" in last else "",
             f"{last['knn/top1']:.3f}" if "knn/top1" in last else "", f"{top1:.3f}" if top1 is not None else ""]

@@ -36,7 +36,8 @@ def _top1(result_file: Path) -> int | float | None:
 def run_records(runs_dir: str | Path) -> list[dict[str, Any]]:
     """Every run and evaluation job under ``runs_dir``, one record each (jobs right after their
     run), with the state Slurm gives a Slurm run, a queued run's place, the last loss and kNN
-    accuracy, and the evaluation results (a run: job -> top-1; a job: its own top-1)."""
+    accuracy, the health verdict (a run's status.json), and the evaluation results (a run: job -> top-1;
+    a job: its own top-1)."""
     runs = list(iter_runs(runs_dir, jobs=True))
     runs, slurm = with_slurm_states(runs)
     places = queue.positions(runs_dir, queue.Listing(runs_dir, runs)) if any(r.state == "queued" for r in runs) else {}
@@ -60,6 +61,8 @@ def run_records(runs_dir: str | Path) -> list[dict[str, Any]]:
             "position": places.get(run.name) if parent is None and run.state == "queued" else None,
             "config": run.config,
             **{k: _number(st.get(k)) for k in ("epoch", "total_epochs", "step", "total_steps")},
+            "health": run.record.health if run.record else None,
+            "health_reason": run.record.health_reason if run.record else None,
             "last": last, "results": results, "note": note, "tags": tags, "slurm": slurm.get(run.path),
             "parent": parent.name if parent else None, "path": str(run.path)})
     return records
