@@ -22,6 +22,7 @@ from core.simclr.models import unwrap
 from core.simclr.schedule import scale_lr, set_lr, warmup_cosine
 from core.training.budget import Clock, fit_to_budget
 from core.training.device import amp_dtype
+from core.training.health import Health
 from core.training.resume import save
 from core.training.session import Saved, Session
 from core.training.setup import open_session
@@ -66,7 +67,10 @@ def train(s: Session, stop: StopGuard) -> str:
         nonlocal rated
         log.throughput(prog, spe, clock.images_per_sec(cfg.batch_size, window=window))
         rated = prog.step
+    health = Health(s)  # health/* each epoch and the run's verdict (core.training.health)
     log.running(prog, spe)
+    if s.pruner is not None and any_rank(dist.is_main() and s.pruner.earlier(prog.epoch) is not None):
+        return "pruned"  # a resume after its sweep pruned it, before the run could say so
     while prog.step < prog.total_steps and not stop.agreed:
         for v1, v2 in s.pipe.epoch(prog.epoch, start=prog.step - prog.epoch * spe):
             warmup = min(round(cfg.warmup_epochs * spe), prog.total_steps)
@@ -90,7 +94,9 @@ def train(s: Session, stop: StopGuard) -> str:
             elif cfg.nan_policy == "skip":
                 log.say(f"step {prog.step}: loss is {value}, step skipped (--nan-policy skip)")
             else:
+                health.diverged(value, prog.step)
                 raise TrainingError(diverged(value, prog.step, s.saved))
+            health.step(z, value, prog.step)
             prog.step += 1
             clock.step()
             stop.beat()
@@ -104,14 +110,21 @@ def train(s: Session, stop: StopGuard) -> str:
         if prog.step == (prog.epoch + 1) * spe:  # a whole epoch is done
             prog.epoch += 1
             throughput(spe)
+            if health.epoch_end(prog):  # --on-unhealthy stop: the verdict turned bad; stop as a user stop does
+                stop.agreed = True
             with clock.overhead():
-                if cfg.knn_every and (prog.epoch % cfg.knn_every == 0 or prog.step >= prog.total_steps):
-                    monitor(s)
+                rung = s.pruner is not None and s.pruner.is_rung(prog.epoch)  # its sweep judges it now
+                acc = None
+                if rung or cfg.knn_every and (prog.epoch % cfg.knn_every == 0 or prog.step >= prog.total_steps):
+                    acc = monitor(s)
+                pruned = rung and judged(s, acc)
                 save(s)
                 if cfg.checkpoint_every and prog.epoch % cfg.checkpoint_every == 0:
                     save(s, f"epoch_{prog.epoch:04d}")
             log.epoch_end(prog, spe)
             stop.beat()
+            if pruned:
+                return "pruned"
     if prog.step > rated and clock.step_seconds:  # a short run or a partial epoch: its steps since the last rate
         throughput(min(prog.step - rated, len(clock.step_seconds)))
     if stop.agreed:
@@ -123,14 +136,28 @@ def train(s: Session, stop: StopGuard) -> str:
     return "finished"
 
 
-def monitor(s: Session) -> None:
+def monitor(s: Session) -> float | None:
     """The kNN monitor on the encoder (the EMA's when the run keeps one), logged at this step."""
     if s.monitor is None:
-        return
+        return None
     acc = s.monitor(s.ema.module if s.ema is not None else unwrap(s.model).encoder)
     epoch = s.progress.step / s.steps_per_epoch  # fractional when a run ends mid-epoch, as every other record
     s.log.metric("knn/top1", acc, s.progress.step, epoch)
     s.log.say(f"epoch {epoch:.2f} (step {s.progress.step}): kNN top-1 {acc:.4f}")
+    return acc
+
+
+def judged(s: Session, acc: float | None) -> bool:
+    """At a rung: rank 0 asks the run's sweep (core.jobs.prune), and every rank follows."""
+    prune = False
+    if dist.is_main():
+        s.log.flush()
+        d = s.pruner.decide(s.progress.epoch, s.pruner.value(s.progress.step, s.steps_per_epoch, acc))
+        prune = d.prune
+        s.log.say(f"rung {d.rung} (epoch {d.epoch}): {'pruned' if prune else 'goes on'}: {d.reason}")
+        if prune:
+            s.log.update(note=f"pruned at epoch {d.epoch} by its sweep ({d.rule}): {d.reason}")
+    return any_rank(prune)
 
 
 def diverged(value: float, step: int, saved: Saved | None) -> str:
@@ -145,11 +172,14 @@ def stop_agreed(stop: StopGuard) -> bool:
 
     A request that arrives during the all-reduce is kept for the next step's.
     """
-    if not dist.is_dist():
-        stop.agreed = stop.requested
-        return stop.agreed
-    flag = torch.tensor([1.0 if stop.requested else 0.0],
-                        device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
-    torch.distributed.all_reduce(flag)
-    stop.agreed = bool(flag.item())
+    stop.agreed = any_rank(stop.requested)
     return stop.agreed
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is True on any (itself without several processes)."""
+    if not dist.is_dist():
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0], device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
+    torch.distributed.all_reduce(t)
+    return bool(t.item())
