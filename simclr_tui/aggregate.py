@@ -21,17 +21,20 @@ Curve = tuple[Sequence[float], Sequence[float]]
 
 @dataclass(frozen=True)
 class Stat:
-    """Mean and sample standard deviation (n - 1) of n values; std is None for n = 1."""
+    """Mean and sample standard deviation (n - 1) of n values; std is None for n = 1.
+    ``pruned``: members left out because their sweep pruned them (said, never averaged)."""
 
     mean: float
     std: float | None
     n: int
+    pruned: int = 0
 
     def text(self, digits: int = 3, scale: float = 1.0, unit: str = "") -> str:
-        """``0.532 ± 0.004 (n=3)``; one value: ``0.532 (n=1)``."""
+        """``0.532 ± 0.004 (n=3)``; one value: ``0.532 (n=1)``; ``(n=3, 2 pruned)``."""
         mean = f"{self.mean * scale:.{digits}f}"
         spread = f" ± {self.std * scale:.{digits}f}" if self.std is not None else ""
-        return f"{mean}{spread}{unit} (n={self.n})"
+        left_out = f", {self.pruned} pruned" if self.pruned else ""
+        return f"{mean}{spread}{unit} (n={self.n}{left_out})"
 
 
 def mean_std(values: Iterable[float | None]) -> Stat | None:

@@ -39,7 +39,7 @@ from .screens.live import LiveScreen
 from .screens.new_run import NewRunScreen
 from .screens.results import ResultsScreen
 from .screens.runs import RunsScreen
-from .store import RunDetail, RunStore, RunView
+from .store import RunDetail, RunStore, RunView, SweepFiles
 from .tensorboard import TensorBoard, TensorBoardError
 
 #: seconds between the end of one poll's render and the next poll: a new metric shows within
@@ -78,6 +78,7 @@ class SimclrApp(App):
         self.runs: dict[str, RunView] = {}
         self.loading = True  # metrics files are still being read (until the first poll says not)
         self.details: dict[str, RunDetail] = {}
+        self.sweeps: dict[str, SweepFiles] = {}  # the sweeps' own folders (plan, decisions)
         self.polls = 0  # completed polls (tests wait on this)
         #: seconds per poll in the worker, and per render of a poll's result (bench/bench_tui.py)
         self.poll_seconds: deque[float] = deque(maxlen=10_000)
@@ -153,8 +154,7 @@ class SimclrApp(App):
     def _refreshed(self, message: RunsRefreshed) -> None:
         t0 = time.perf_counter()
         snap = message.snapshot
-        self.runs = snap.views
-        self.details = snap.details
+        self.runs, self.details, self.sweeps = snap.views, snap.details, snap.sweeps
         if snap.worker and snap.worker.error and snap.worker != self.worker_status:
             self.notify(snap.worker.text(), title="Queue", severity="error", timeout=12)
         self.worker_status = snap.worker

@@ -1,8 +1,8 @@
 """Queueing from the New-run form: the `simclr pretrain --queue` and `simclr sweep` commands.
 
 The form's sweep section is checked here with core's own parsers (`core.jobs.sweep.parse_grid`,
-`parse_seeds`, `expand`), so the form refuses exactly what `simclr sweep` would, with the
-same message; the command is then run as a short subprocess through the TUI's runner
+`parse_seeds`, `expand`; pruning with `core.jobs.prune.PruneSpec.check` and the rung check
+of `simclr sweep`), so the form refuses exactly what `simclr sweep` would, with the same message; the command is then run as a short subprocess through the TUI's runner
 (`run_cli`), which makes the queued run directories and exits (0, or 2 with one line
 `simclr: error: ...`). The TUI starts the queue worker itself (`SimclrApp.queue_changed`),
 so both are run with `--no-start`; the sweep command shown to copy leaves that out.
@@ -20,6 +20,7 @@ from core import process
 from core.config import ConfigError, dash
 from core.jobs.worker import child_env
 from core.runs import check_run_name
+from core.jobs.prune import PruneSpec
 from core.jobs.sweep import Member, expand, parse_grid, parse_seeds
 from core.report.groups import NOT_A_SETTING
 
@@ -37,6 +38,7 @@ class Sweep:
     specs: tuple[str, ...]
     seeds: str | None  # the seeds as typed ("0,1,2", "0-4"), None for none
     members: tuple[Member, ...]
+    prune: PruneSpec | None = None  # --prune asha|median ...
 
     @property
     def size(self) -> int:
@@ -52,8 +54,46 @@ def grid_rows_defined(rows: list[tuple[str | None, str]], seeds: str) -> bool:
     return bool(seeds.strip()) or any(key and values.strip() for key, values in rows)
 
 
+#: the pruning flags and their defaults (`simclr sweep --prune-metric ... --min-epochs ... --reduction-factor ...`)
+PRUNE_DEFAULTS = {"--prune-metric": "knn_top1", "--min-epochs": "1", "--reduction-factor": "3"}
+
+
+def check_prune(rule: str | None, metric: str, min_epochs: str, reduction_factor: str) -> PruneSpec | None:
+    """The form's pruning fields as `simclr sweep` reads its flags (core.cli.studies.prune_spec):
+    None without a rule, refusing the other fields set without one; raises ConfigError."""
+    ints = {}
+    for flag, raw in (("--min-epochs", min_epochs.strip()), ("--reduction-factor", reduction_factor.strip())):
+        try:
+            ints[flag] = int(raw)
+        except ValueError:
+            raise ConfigError(f"argument {flag}: invalid int value: {raw!r}") from None
+    if not rule:
+        values = {"--prune-metric": metric, **{f: str(n) for f, n in ints.items()}}
+        changed = [f for f, v in values.items() if v != PRUNE_DEFAULTS[f]]
+        if changed:
+            raise ConfigError(f"{changed[0]} sets how a sweep prunes; add --prune asha or --prune median")
+        return None
+    return PruneSpec(rule, metric, ints["--min-epochs"], ints["--reduction-factor"]).check()
+
+
+def check_rungs(prune: PruneSpec, members: list[Member]) -> None:
+    """Pruning needs a rung before the members' last epoch (as `simclr sweep` checks)."""
+    epochs = min(m.config.epochs for m in members)
+    if not prune.rungs(epochs):
+        raise ConfigError(f"--min-epochs {prune.min_epochs} leaves no rung before the last epoch ({epochs}): "
+                          f"give a smaller --min-epochs or more --epochs after --")
+
+
+def prune_flags(prune: PruneSpec | None) -> list[str]:
+    """``--prune RULE --prune-metric M --min-epochs R --reduction-factor ETA`` (nothing without pruning)."""
+    if prune is None:
+        return []
+    return ["--prune", prune.rule, "--prune-metric", prune.metric, "--min-epochs", str(prune.min_epochs),
+            "--reduction-factor", str(prune.reduction_factor)]
+
+
 def check_sweep(name: str, rows: list[tuple[str | None, str]], seeds: str, base: dict[str, Any],
-                runs_dir: Path, taken_sweeps: set[str]) -> Sweep:
+                runs_dir: Path, taken_sweeps: set[str], prune: PruneSpec | None = None) -> Sweep:
     """The sweep the rows describe, every member validated; raises ConfigError."""
     specs = []
     for key, values in rows:
@@ -79,7 +119,9 @@ def check_sweep(name: str, rows: list[tuple[str | None, str]], seeds: str, base:
     taken = [m.name for m in members if (runs_dir / m.name).exists()]
     if taken:
         raise ConfigError(f"sweep {name}: a run named {taken[0]} already exists; choose another sweep name")
-    return Sweep(name, tuple(specs), seeds.strip() or None, tuple(members))
+    if prune is not None:
+        check_rungs(prune, members)
+    return Sweep(name, tuple(specs), seeds.strip() or None, tuple(members), prune)
 
 
 def grid_size(rows: list[tuple[str | None, str]], seeds: str) -> int:
@@ -129,13 +171,14 @@ def queue_args(runs_dir: Path, name: str, then: list[str], flags: list[str]) -> 
 
 
 def sweep_args(runs_dir: Path, sweep: Sweep, then: list[str], flags: list[str], start: bool) -> list[str]:
-    """`sweep NAME --runs-dir RUNS --grid K=V,.. --seeds S [--then JOB] [--no-start] -- FLAGS`;
+    """`sweep NAME --runs-dir RUNS --grid K=V,.. --seeds S [--then JOB] [--prune ...] [--no-start] -- FLAGS`;
     the seed and swept keys are left out of FLAGS."""
     args = ["sweep", sweep.name, "--runs-dir", str(runs_dir.resolve())]
     args += [a for s in sweep.specs for a in ("--grid", s)]
     if sweep.seeds:
         args += ["--seeds", sweep.seeds]
     args += [a for t in then for a in ("--then", t)]
+    args += prune_flags(sweep.prune)
     if not start:
         args.append("--no-start")
     dropped = sweep.keys + (("seed",) if sweep.seeds else ())

@@ -15,6 +15,23 @@ def state_text(state: str) -> Text:
     return Text(state, style=state_style(state))
 
 
+#: a run's health (status.json "health", core.training.health) -> (badge, Rich style); ok is dim
+HEALTH = {"ok": ("✓", "dim"), "not learning": ("~", "bold yellow"), "collapsed": ("✗", "bold red"),
+          "diverged": ("↯", "bold red")}
+
+
+def health_badge(health: str | None) -> Text:
+    """The Runs table's one-character health column: nothing before a verdict, ``?`` for an unknown one."""
+    if not health:
+        return Text("")
+    badge, style = HEALTH.get(health, ("?", "yellow"))
+    return Text(badge, style=style)
+
+
+def health_style(health: str | None) -> str:
+    return HEALTH.get(health or "", ("", "yellow"))[1]
+
+
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "–"

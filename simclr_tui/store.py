@@ -42,9 +42,11 @@ from core.jobs.slurm import RECORD, reconcile
 
 from .series import Series, sparkline
 from .slurm_watch import SlurmAnswer, SlurmWatch
-from .views import ACC_TAGS, LOSS_TAGS, Checkpoint, RunDetail, RunView, SlurmJob, Snapshot, result_accuracy
+from .sweep_files import SweepReader
+from .views import (ACC_TAGS, LOSS_TAGS, Checkpoint, RunDetail, RunView, SlurmJob, Snapshot, SweepFiles,
+                    result_accuracy)
 
-__all__ = ["RunStore", "RunView", "RunDetail", "Snapshot", "SlurmJob", "Checkpoint", "result_accuracy"]
+__all__ = ["RunStore", "RunView", "RunDetail", "Snapshot", "SlurmJob", "Checkpoint", "SweepFiles", "result_accuracy"]
 
 # ---------------------------------------------------------------------- the store
 class _Run:
@@ -122,6 +124,7 @@ class RunStore:
         self.chunk_bytes = chunk_bytes
         self._runs: dict[str, _Run] = {}
         self._turn = 0  # rotates which run reads first when the budget is short
+        self.sweep_files = SweepReader(self.runs_dir)
 
     # .................................................................. polling
     def poll(self, watched: frozenset[str] = frozenset(), now: float | None = None) -> Snapshot:
@@ -152,7 +155,8 @@ class RunStore:
         answer = self.slurm.latest({j for j in (slurm_job_of(i.status) for i in infos if _worth_asking(i, now)) if j})
         views = {key: self._view(run, now, places.get(key), answer) for key, run in seen.items()}
         details = {key: self._detail(key) for key in watched if key in seen or _parent_key(key) in seen}
-        return Snapshot(views, details, backlog, time.perf_counter() - t0, slurm_error=answer.error)
+        sweeps = self.sweep_files.read()
+        return Snapshot(views, details, backlog, time.perf_counter() - t0, slurm_error=answer.error, sweeps=sweeps)
 
     def _positions(self, infos: list[RunInfo]) -> dict[str, int]:
         """Queue positions, read only when a run is queued (the queue is then listed again)."""

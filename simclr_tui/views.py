@@ -118,6 +118,17 @@ class RunView:
         return self.state in LIVE_STATES
 
     @property
+    def health(self) -> str | None:
+        """status.json's health verdict (core.training.health): ok, collapsed, not learning, diverged."""
+        value = (self.status or {}).get("health")
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def health_reason(self) -> str | None:
+        value = (self.status or {}).get("health_reason")
+        return value if isinstance(value, str) and value else None
+
+    @property
     def display_state(self) -> str:
         """The state as the table shows it: damaged wins over a finished/stopped state."""
         if self.damage and self.state != "damaged":
@@ -134,6 +145,17 @@ class RunDetail:
 
 
 @dataclass(frozen=True)
+class SweepFiles:
+    """What a sweep's own folder (``RUNS/.sweeps/NAME``) says: its plan and pruning decisions,
+    as ``core.report.sweeps.sweep_overview`` gives them (plain dicts)."""
+
+    name: str
+    plan: dict[str, Any] | None
+    decisions: tuple[dict[str, Any], ...] = ()
+    description: str = ""  # core.report.sweeps.describe_plan
+
+
+@dataclass(frozen=True)
 class Snapshot:
     views: dict[str, RunView]
     details: dict[str, RunDetail] = field(default_factory=dict)
@@ -142,3 +164,4 @@ class Snapshot:
     error: str | None = None
     worker: WorkerStatus | None = None  # the queue worker (None: nothing was ever queued here)
     slurm_error: str | None = None  # Slurm runs are here but Slurm could not be asked
+    sweeps: dict[str, SweepFiles] = field(default_factory=dict)  # sweeps with a folder under .sweeps/

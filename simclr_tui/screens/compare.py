@@ -18,7 +18,8 @@ from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, Ta
 
 from .. import fmt
 from ..aggregate import mean_curve
-from ..comparison import GROUP_METRICS, METRICS, Series, csv_records, group_stats, metric, run_values, stat_text
+from ..comparison import (GROUP_METRICS, METRICS, Series, csv_records, group_stats, metric, pruned_keys,
+                          run_values, stat_text)
 from ..export import csv_table, export_stem, latex_table, markdown_table, write_files
 from ..groups import NOT_A_SETTING, Group, differing_keys, group_runs, is_grouped, states
 from ..series import smooth
@@ -171,7 +172,8 @@ class CompareScreen(LiveScreen):
 
     def _group_rows(self, values: dict[str, dict[str, float | None]]) -> Rows:
         runs = self.app.runs
-        stats = [group_stats(g, values) for g in self.groups]
+        pruned = pruned_keys(self.keys, runs)
+        stats = [group_stats(g, values, pruned) for g in self.groups]
         rows: Rows = [("runs", [f"{g.n}: {states(g, runs)}" for g in self.groups])]
         for key in GROUP_METRICS:
             m = metric(key)
@@ -295,7 +297,8 @@ class CompareScreen(LiveScreen):
         values = self._values(views, series)
         names = dict(zip(self.keys, self._names(), strict=True))
         state = {k: v.display_state for k, v in zip(self.keys, views, strict=True) if v}
-        header, rows = csv_records(self.keys, names, state, self.groups, values)
+        pruned = pruned_keys(self.keys, self.app.runs)
+        header, rows = csv_records(self.keys, names, state, self.groups, values, pruned)
         tables = []
         if is_grouped(self.groups):
             tables.append((["", *[g.label for g in self.groups]], self._group_rows(values)))

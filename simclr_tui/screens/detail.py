@@ -193,11 +193,16 @@ class RunDetailScreen(LiveScreen):
         ips = detail.series.get("train/images_per_sec") if detail else None
         if ips is not None and ips.ys:
             t.append(" " + sparkline(ips.ys, 8), style="green")
+        if view.health == "ok":  # status.json's verdict on the training (core.training.health)
+            t.append("  health ok", style="dim")
+        elif view.health:
+            t.append(f"\nhealth: {view.health}" + (f" · {view.health_reason}" if view.health_reason else ""),
+                     style=fmt.health_style(view.health))
         problems = list(view.damage) + ([f"error: {view.error}"] if view.error else [])
         if problems:
             t.append("\n" + " · ".join(problems), style="bold red")
-        if view.stop_note:
-            t.append(f"\nnote: {view.stop_note}", style="yellow")
+        if view.stop_note:  # a pruned run's says why: its rung, value and cutoff
+            t.append(f"\nnote: {view.stop_note}", style=fmt.state_style("pruned") if view.state == "pruned" else "yellow")
         if view.tags:
             t.append(f"\ntags: {fmt.tags(view.tags)}", style="bold cyan")
         if view.note:

@@ -33,7 +33,8 @@ from ..configform import (
     parse_form,
     pretrain_args,
 )
-from ..enqueue import CliResult, Sweep, check_sweep, grid_rows_defined, grid_size, queue_args, run_cli, sweep_args
+from ..enqueue import (CliResult, Sweep, check_prune, check_sweep, grid_rows_defined, grid_size, queue_args, run_cli,
+                       sweep_args)
 from ..launcher import display_command
 from ..widgets.config_field import ConfigField
 from ..widgets.queue_section import SECTION_HELP, QueueSection
@@ -180,10 +181,13 @@ class NewRunScreen(Screen):
         section = self.query_one(QueueSection)
         self._sweep_error = True
         self.then = section.then()
+        prune = check_prune(*section.prune())
         if grid_rows_defined(section.rows(), section.seeds):
             taken = {v.sweep for v in self.app.runs.values() if v.sweep}
             self.sweep = check_sweep(self.sweep_name(), section.rows(), section.seeds, config.to_dict(),
-                                     self.app.runs_dir, taken)
+                                     self.app.runs_dir, taken, prune)
+        elif prune is not None:
+            raise ConfigError("--prune stops a sweep's members early: give a key with values or seeds too")
         self._sweep_error = False
 
     def _show_section(self) -> None:
@@ -193,8 +197,10 @@ class NewRunScreen(Screen):
         if self.sweep is not None:
             first = self.sweep.members[0].name
             more = f" … {self.sweep.members[-1].name}" if self.sweep.size > 1 else ""
+            prune, epochs = self.sweep.prune, min(m.config.epochs for m in self.sweep.members)
+            rungs = f"; {prune.rule} on {prune.metric} at epochs {', '.join(map(str, prune.rungs(epochs)))}" if prune else ""
             section.show(f"sweep {self.sweep.name}: {self.sweep.size} run{'s' * (self.sweep.size > 1)} "
-                         f"({first}{more})")
+                         f"({first}{more}){rungs}")
         elif grid_rows_defined(rows, seeds):
             section.show(f"sweep: {grid_size(rows, seeds)} runs once the error above is fixed")
         else:

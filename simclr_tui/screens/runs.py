@@ -6,7 +6,7 @@ and can be moved or cancelled; the filter also matches notes and tags (`tag:x`: 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from rich.text import Text
 from textual import on
@@ -19,110 +19,8 @@ from textual.widgets.data_table import CellDoesNotExist
 from .. import fmt
 from ..store import RunView
 from ..sweeps import Row, SweepGroup, arrange, group_key, summarise
+from ..table import COLLAPSE_ABOVE, COLUMNS, SORTABLE, group_cells, matches, order_runs, row_cells  # noqa: F401
 from .live import LiveScreen
-
-#: a sweep with more members than this starts collapsed
-COLLAPSE_ABOVE = 4
-
-
-def _num_key(x: float | None) -> tuple[int, float]:
-    return (0, x) if x is not None else (1, 0.0)  # blanks last
-
-
-#: (key, header, sort key, right-aligned); the columns that matter most come first so an
-#: 80-column terminal shows them without scrolling sideways
-COLUMNS: list[tuple[str, str, Callable[[RunView], Any], bool]] = [
-    ("sel", " ", lambda v: 0, False),
-    ("name", "Run", lambda v: v.key, False),
-    ("state", "State", lambda v: v.display_state, False),
-    ("progress", "Progress", lambda v: _num_key(v.progress), False),
-    ("loss", "Loss", lambda v: _num_key(v.loss), True),
-    ("acc", "Best acc", lambda v: _num_key(v.best_acc), True),
-    ("eta", "ETA", lambda v: _num_key(v.eta), True),
-    ("spark", "Loss curve", lambda v: v.spark, False),
-    ("ips", "img/s", lambda v: _num_key(v.images_per_sec), True),
-    ("elapsed", "Elapsed", lambda v: _num_key(v.elapsed), True),
-    ("kind", "Kind", lambda v: v.kind, False),
-    ("dataset", "Data", lambda v: v.dataset, False),
-    ("backbone", "Model", lambda v: v.backbone, False),
-    ("tags", "Tags", lambda v: v.tags, False),
-]
-SORTABLE = [c[0] for c in COLUMNS if c[0] not in ("sel", "spark")]
-
-
-def order_runs(runs: list[RunView], column: str, reverse: bool = False) -> list[RunView]:
-    """The table's row order for a sort column.
-
-    By name, each run's evaluation jobs follow it directly, in name order, whichever way the
-    runs go (a plain string sort would put "a-b" between "a" and "a/eval/x"). By any other
-    column, every row is placed by its own value, name breaking ties.
-    """
-    if column == "name":
-        jobs_in_order = sorted(runs, key=lambda v: (v.parent is not None, v.key))
-        return sorted(jobs_in_order, key=lambda v: v.parent or v.key, reverse=reverse)  # stable
-    sort_key = next(c[2] for c in COLUMNS if c[0] == column)
-    return sorted(runs, key=lambda v: (sort_key(v), v.key), reverse=reverse)
-
-
-def matches(view: RunView, words: list[str]) -> bool:
-    """The filter: every word appears in the name, kind, state, dataset, model, sweep, tags or
-    note; ``tag:x`` matches only a run tagged exactly x."""
-    text = " ".join((view.key, view.kind, view.display_state, view.dataset, view.backbone, view.sweep or "",
-                     *view.tags, view.note)).lower()
-    tags = {t.lower() for t in view.tags}
-    return all(w[4:] in tags if w.startswith("tag:") else w in text for w in (w.lower() for w in words))
-
-
-def row_name(view: RunView, nested: bool, member: bool) -> str:
-    """An eval job right under its run: its own name, indented; a sweep member: indented, its
-    name without the sweep's (``temperature=0.1,seed=0``)."""
-    indent = "  " if member else ""
-    if nested:
-        return indent + "  └ " + view.key.rsplit("/", 1)[-1]
-    if member and view.sweep and view.key.startswith(f"{view.sweep}-"):
-        return indent + view.key[len(view.sweep) + 1:]
-    return indent + view.name
-
-
-def row_cells(view: RunView, selected: bool, nested: bool = False, member: bool = False) -> list[Any]:
-    """The table cells of one run (strings or Rich Text), in COLUMNS order."""
-    right = {c[0] for c in COLUMNS if c[3]}
-    queued = view.state == "queued"
-    raw = {
-        "sel": Text("●", style="bold green") if selected else " ",
-        "name": row_name(view, nested, member),
-        "kind": view.kind,
-        "state": fmt.state_text(view.display_state),
-        "dataset": view.dataset or "–",
-        "backbone": view.backbone or "–",
-        "progress": (fmt.slurm_place(view.slurm.job_id, view.slurm.pending) if view.slurm else
-                     fmt.queue_place(view.position)) if queued else
-        f"{fmt.progress(view.epoch, view.total_epochs):>7} {fmt.bar(view.progress, 6)}",
-        "loss": fmt.number(view.loss),
-        "acc": fmt.percent(view.best_acc),
-        "ips": fmt.throughput(view.images_per_sec),
-        "elapsed": fmt.duration(view.elapsed),
-        "eta": fmt.duration(view.eta) if view.live else "",
-        "spark": Text(view.spark, style="cyan"),
-        "tags": Text(fmt.tags(view.tags)),  # user text: never markup
-    }
-    return [Text(raw[k], justify="right") if k in right else raw[k] for k, *_ in COLUMNS]
-
-
-def group_cells(group: SweepGroup, expanded: bool, selected: int) -> list[Any]:
-    """The cells of a sweep's group row; `selected`: how many of its members are selected."""
-    mark = " " if not selected else "●" if selected == len(group.members) else "◐"
-    raw: dict[str, Any] = {
-        "sel": Text(mark, style="bold green"),
-        "name": Text(("▾ " if expanded else "▸ ") + group.name, style="bold"),
-        "state": Text(group.state_text(), style=fmt.GROUP_STYLE),
-        "progress": group.progress_text(),
-        "acc": Text(fmt.percent(group.best_acc) if group.best_acc is not None else "", justify="right"),
-        "spark": group.best_text(),
-        "kind": "sweep",
-    }
-    return [raw.get(k, "") for k, *_ in COLUMNS]
-
 
 class RunsScreen(LiveScreen):
     """Sort by any column (click its header or press s), filter with /, select with space."""
@@ -144,6 +42,7 @@ class RunsScreen(LiveScreen):
         Binding("left_square_bracket,ctrl+up", "move('up')", "Move", key_display="[ ]"),
         Binding("right_square_bracket,ctrl+down", "move('down')", "Move down", show=False),
         Binding("N", "notes", "Note", show=False),
+        Binding("v", "sweep", "Sweep", show=False),
     ]
 
     def __init__(self) -> None:
@@ -190,7 +89,7 @@ class RunsScreen(LiveScreen):
         return self.expanded.get(group.name, len(group.members) <= COLLAPSE_ABOVE)
 
     def rows(self, views: list[RunView]) -> list[Row]:
-        self.groups = summarise(self.app.runs)
+        self.groups = summarise(self.app.runs, self.app.sweeps)
         return arrange(views, self.groups, {g.name for g in self.groups.values() if self.is_expanded(g)})
 
     def _refresh_runs(self) -> None:
@@ -232,16 +131,27 @@ class RunsScreen(LiveScreen):
 
     def _update_group_line(self) -> None:
         """Under the table, the sweep whose group row the cursor is on (its best setting
-        would otherwise sit off an 80-column screen)."""
-        key = self.cursor_key()
-        group = self.groups.get(group_key(key or "") or "")
-        line = self.query_one("#runs-group", Static)
-        line.display = group is not None
+        would otherwise sit off an 80-column screen), or why the run under it is unhealthy
+        or was pruned."""
+        key = self.cursor_key() or ""
+        group = self.groups.get(group_key(key) or "")
+        view = self.app.runs.get(key)
+        text = Text()
         if group is not None:
             verb = "collapses" if self.is_expanded(group) else "expands"
-            parts = [f"sweep {group.name}", group.progress_text(), group.best_text() or "no accuracy yet",
-                     f"enter {verb}"]
-            line.update(Text(" · ".join(parts)))
+            text.append(" · ".join([f"sweep {group.name}", group.summary_text(), group.best_text() or
+                                    "no accuracy yet", f"enter {verb}", "v decisions"]))
+        elif view is not None:
+            if view.health not in (None, "ok"):
+                text.append(f"{view.health}: {view.health_reason or 'no reason given'}",
+                            style=fmt.health_style(view.health))
+            if view.state == "pruned":
+                text.append(("  " if text else "") + (view.stop_note or "pruned by its sweep"),
+                            style=fmt.state_style("pruned"))
+        line = self.query_one("#runs-group", Static)
+        line.display = bool(text)
+        if text:
+            line.update(text)
 
     def _update_headers(self, table: DataTable) -> None:
         for key, label, *_ in COLUMNS:
@@ -326,6 +236,8 @@ class RunsScreen(LiveScreen):
             ("Move up in the queue", "the queued run under the cursor starts earlier", lambda: self.action_move("up")),
             ("Move down in the queue", "the queued run under the cursor starts later", lambda: self.action_move("down")),
             ("Note and tags", "edit the current run's note and tags", self.action_notes),
+            ("Sweep and its decisions", "the current sweep's plan, progress and pruning decisions (v)",
+             self.action_sweep),
         ]
 
     # .................................................................. events and actions
@@ -436,6 +348,19 @@ class RunsScreen(LiveScreen):
             self.notify("a sweep moves one run at a time: expand it (enter) and move its runs", severity="warning")
         elif key:
             self.app.move_queued(key, where)
+
+    def action_sweep(self) -> None:
+        """The sweep under the cursor (its group row or a member): plan, progress, decisions."""
+        from .sweep import SweepScreen
+
+        key = self.cursor_key() or ""
+        view = self.app.runs.get(key)
+        name = group_key(key) or (view.sweep if view else None) or (
+            self.app.runs[view.parent].sweep if view and view.parent in self.app.runs else None)
+        if name is None:
+            self.notify("not a sweep: put the cursor on a sweep's row or one of its runs", severity="warning")
+            return
+        self.app.push_screen(SweepScreen(name))
 
     def action_notes(self) -> None:
         key = self.run_key()

@@ -1,7 +1,9 @@
 """The New-run form's "Queue and sweep" section: `--then` jobs, and a grid of values × seeds.
 
 Each row varies one config field (any field but seed, device and workers: seeds have their
-own input) over comma-separated values; `+ key` adds a row, `✕` removes one. The form
+own input) over comma-separated values; `+ key` adds a row, `✕` removes one. The prune row
+is `simclr sweep --prune asha|median --prune-metric M --min-epochs R --reduction-factor ETA`
+(stop hopeless members at rungs R, R·ETA, ...: core.jobs.prune). The form
 checks what the section holds with `simclr_tui.enqueue` and shows the run count and the
 `simclr sweep ...` command.
 """
@@ -17,11 +19,14 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 from core.config import dash
 
 from ..configform import field_specs
-from ..enqueue import NOT_IN_GRID, then_specs
+from ..enqueue import NOT_IN_GRID, PRUNE_DEFAULTS, then_specs
 
 SECTION_HELP = ("Queue (ctrl+g) adds this run to the queue, started by the queue worker when a slot is free, "
                 "followed by the checked evaluations. A key with values or seeds makes a sweep: one queued run "
                 "per combination.")
+#: the prune row's rules (`simclr sweep --prune`) and metrics (`--prune-metric`)
+PRUNE_RULES = [("none", ""), ("asha", "asha"), ("median", "median")]
+PRUNE_METRICS = [("knn_top1", "knn_top1"), ("loss", "loss")]
 
 
 def grid_options() -> list[tuple[str, str]]:
@@ -76,8 +81,15 @@ class QueueSection(Vertical):
         width: auto;
         margin: 0 2 0 0;
     }
-    QueueSection #then-fraction {
-        width: 8;
+    QueueSection #then-fraction, QueueSection #prune-row Input {
+        width: 6;
+    }
+    QueueSection #prune-row Select {
+        width: 14;
+    }
+    QueueSection #prune-row .prune-label {
+        width: auto;
+        padding: 0 1;
     }
     QueueSection .sweep-remove, QueueSection #sweep-add {
         margin: 0 0 0 1;
@@ -118,6 +130,22 @@ class QueueSection(Vertical):
             yield Label("seeds", classes="field-label")
             yield Input(placeholder="e.g. 0,1,2 or 0-4: every setting once per seed", compact=True,
                         id="sweep-seeds", tooltip="seeds to repeat every setting with")
+        with Horizontal(classes="form-row", id="prune-row"):
+            yield Label("prune", classes="field-label")
+            yield Select(PRUNE_RULES, value="", allow_blank=False, compact=True, id="prune-rule",
+                         tooltip="--prune: stop hopeless members at rungs; asha (successive halving: the best "
+                                 "1/factor go on) or median (worse than the completed settings' median); a "
+                                 "setting's seeds are judged together, by their mean")
+            yield Label("on", classes="prune-label")
+            yield Select(PRUNE_METRICS, value="knn_top1", allow_blank=False, compact=True, id="prune-metric",
+                         tooltip="--prune-metric: the kNN monitor's top-1 (needs labelled data) or the epoch's "
+                                 "mean training loss")
+            yield Label("from epoch", classes="prune-label")
+            yield Input(PRUNE_DEFAULTS["--min-epochs"], compact=True, id="prune-min-epochs",
+                        tooltip="--min-epochs R: the first rung, in epochs")
+            yield Label("factor", classes="prune-label")
+            yield Input(PRUNE_DEFAULTS["--reduction-factor"], compact=True, id="prune-factor",
+                        tooltip="--reduction-factor ETA: rungs at R, R*ETA, R*ETA^2 ... epochs")
         yield Static(id="sweep-size", markup=False)
 
     # .................................................................. values
@@ -138,6 +166,12 @@ class QueueSection(Vertical):
                           self.query_one("#then-finetune", Checkbox).value,
                           self.query_one("#then-fraction", Input).value.strip())
 
+    def prune(self) -> tuple[str | None, str, str, str]:
+        """(rule or None, metric, min epochs, reduction factor) as entered (enqueue.check_prune)."""
+        rule = self.query_one("#prune-rule", Select).value
+        return (str(rule) if rule else None, str(self.query_one("#prune-metric", Select).value),
+                self.query_one("#prune-min-epochs", Input).value, self.query_one("#prune-factor", Input).value)
+
     def show(self, text: str) -> None:
         self.query_one("#sweep-size", Static).update(text)
 
@@ -149,6 +183,8 @@ class QueueSection(Vertical):
             row.set_class(bool(key) and (f"{dash(key)}=" in message or f"{key}=" in message), "-invalid")
         self.query_one("#seeds-row").set_class("--seeds" in message, "-invalid")
         self.query_one("#then-row").set_class("--then" in message, "-invalid")
+        self.query_one("#prune-row").set_class(any(f in message for f in ("--prune", "--min-epochs",
+                                                                          "--reduction-factor")), "-invalid")
 
     # .................................................................. rows
     @on(Button.Pressed, "#sweep-add")

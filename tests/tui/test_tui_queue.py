@@ -166,7 +166,7 @@ async def test_sweep_group_row_summarises_collapses_and_selects(queue_dir):
         assert f"{100 * mean:.1f}%" in screen._cells["sweep:ts"][screen_col("acc")].plain
 
         await cursor_to(pilot, "sweep:ts")  # the line under the table repeats the group, on any width
-        await wait_for(pilot, lambda: f"sweep ts · 4/5 done · {best} · enter expands" in screen_text(app),
+        await wait_for(pilot, lambda: f"sweep ts · 4/5 done, 1 queued · {best} · enter expands" in screen_text(app),
                        what="the group line")
         await pilot.press("enter")
         await wait_for(pilot, lambda: all(m in screen._order for m in members), what="expanded")

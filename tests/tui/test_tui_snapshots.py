@@ -33,7 +33,7 @@ SNAPSHOTS = Path(__file__).with_name("snapshots")
 UPDATE = os.environ.get("SIMCLR_TUI_UPDATE_SNAPSHOTS") == "1"
 
 
-def write_run(runs: Path, name: str, preset_name: str, steps: int, decay: float, lr: float) -> None:
+def write_run(runs: Path, name: str, preset_name: str, steps: int, decay: float, lr: float, **health: str) -> None:
     cfg = PretrainConfig.from_dict(preset(preset_name)).replace(lr=lr, epochs=10)
     per_epoch = steps // 10
     lines = []
@@ -48,15 +48,16 @@ def write_run(runs: Path, name: str, preset_name: str, steps: int, decay: float,
     make_run(runs, name, config=cfg.to_dict(), metrics=lines, checkpoints=("last",),
              kind="pretrain", state="finished", pid=0, pgid=0, start_time=None, host=socket.gethostname(),
              created=1_700_000_000.0, heartbeat=1_700_000_000.0 + steps * 1.5, epoch=10, step=steps,
-             total_steps=steps, total_epochs=10, images_per_sec=2345.6, error=None)
+             total_steps=steps, total_epochs=10, images_per_sec=2345.6, error=None, **health)
 
 
 @pytest.fixture
 def fixed_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the app shows "runs", not a temporary path
     runs = Path("runs")
-    write_run(runs, "cifar10-a", "cifar10-resnet18", 200, 40.0, 1.0)
-    write_run(runs, "stl10-b", "stl10-resnet18", 200, 80.0, 0.5)
+    write_run(runs, "cifar10-a", "cifar10-resnet18", 200, 40.0, 1.0, health="ok")
+    write_run(runs, "stl10-b", "stl10-resnet18", 200, 80.0, 0.5, health="not learning",
+              health_reason="the loss fell 0.4% over the last 5 epochs")
     make_eval_job(runs / "cifar10-a", "linear-last", result={"test_top1": 0.8123, "test_top5": 0.99},
                   kind="linear-eval", state="finished", pid=0, host=socket.gethostname(), created=1_700_000_400.0,
                   heartbeat=1_700_000_460.0, epoch=3, total_epochs=3, parent="cifar10-a", checkpoint="last")
