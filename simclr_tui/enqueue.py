@@ -20,7 +20,7 @@ from core import process
 from core.config import ConfigError, dash
 from core.jobs.worker import child_env
 from core.runs import check_run_name
-from core.jobs.prune import PruneSpec
+from core.jobs.prune import PruneSpec, check_rungs, spec_of
 from core.jobs.sweep import Member, expand, parse_grid, parse_seeds
 from core.report.groups import NOT_A_SETTING
 
@@ -54,12 +54,8 @@ def grid_rows_defined(rows: list[tuple[str | None, str]], seeds: str) -> bool:
     return bool(seeds.strip()) or any(key and values.strip() for key, values in rows)
 
 
-#: the pruning flags and their defaults (`simclr sweep --prune-metric ... --min-epochs ... --reduction-factor ...`)
-PRUNE_DEFAULTS = {"--prune-metric": "knn_top1", "--min-epochs": "1", "--reduction-factor": "3"}
-
-
 def check_prune(rule: str | None, metric: str, min_epochs: str, reduction_factor: str) -> PruneSpec | None:
-    """The form's pruning fields as `simclr sweep` reads its flags (core.cli.studies.prune_spec):
+    """The form's pruning fields as `simclr sweep` reads its flags (core.jobs.prune.spec_of):
     None without a rule, refusing the other fields set without one; raises ConfigError."""
     ints = {}
     for flag, raw in (("--min-epochs", min_epochs.strip()), ("--reduction-factor", reduction_factor.strip())):
@@ -67,21 +63,7 @@ def check_prune(rule: str | None, metric: str, min_epochs: str, reduction_factor
             ints[flag] = int(raw)
         except ValueError:
             raise ConfigError(f"argument {flag}: invalid int value: {raw!r}") from None
-    if not rule:
-        values = {"--prune-metric": metric, **{f: str(n) for f, n in ints.items()}}
-        changed = [f for f, v in values.items() if v != PRUNE_DEFAULTS[f]]
-        if changed:
-            raise ConfigError(f"{changed[0]} sets how a sweep prunes; add --prune asha or --prune median")
-        return None
-    return PruneSpec(rule, metric, ints["--min-epochs"], ints["--reduction-factor"]).check()
-
-
-def check_rungs(prune: PruneSpec, members: list[Member]) -> None:
-    """Pruning needs a rung before the members' last epoch (as `simclr sweep` checks)."""
-    epochs = min(m.config.epochs for m in members)
-    if not prune.rungs(epochs):
-        raise ConfigError(f"--min-epochs {prune.min_epochs} leaves no rung before the last epoch ({epochs}): "
-                          f"give a smaller --min-epochs or more --epochs after --")
+    return spec_of(rule, metric, ints["--min-epochs"], ints["--reduction-factor"])
 
 
 def prune_flags(prune: PruneSpec | None) -> list[str]:
@@ -120,7 +102,7 @@ def check_sweep(name: str, rows: list[tuple[str | None, str]], seeds: str, base:
     if taken:
         raise ConfigError(f"sweep {name}: a run named {taken[0]} already exists; choose another sweep name")
     if prune is not None:
-        check_rungs(prune, members)
+        check_rungs(prune, min(m.config.epochs for m in members))
     return Sweep(name, tuple(specs), seeds.strip() or None, tuple(members), prune)
 
 

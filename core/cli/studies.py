@@ -126,7 +126,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         members = sweep.expand(args.name, base, grid, seeds)
         plan |= {"mode": "grid", "grid": {k: list(dict.fromkeys(m.swept[k] for m in members)) for k in grid}}
     if prune is not None:
-        check_rungs(prune, members or [sweep.Member("", 0, {}, sweep.expand(args.name, base, {}, None)[0].config)])
+        from core.jobs.prune import check_rungs
+
+        check_rungs(prune, min(m.config.epochs for m in members) if members else
+                    sweep.expand(args.name, base, {}, None)[0].config.epochs)
     placed = studies.make_sweep(args.runs_dir, args.name, members, list(grid), seeds, then, opts, plan)
     if not members:  # a model-based sweep: its first settings
         members = [sweep.Member(name, 0, {}, None) for name in placed]
@@ -167,23 +170,9 @@ def sampling(args: argparse.Namespace, grid: dict) -> bool:
 
 def prune_spec(args: argparse.Namespace):
     """The sweep's pruning, checked, or None; its flags without --prune are refused."""
-    from core.jobs.prune import PruneSpec
+    from core.jobs.prune import spec_of
 
-    if args.prune is None:
-        given = [f for f, v, d in (("--prune-metric", args.prune_metric, "knn_top1"), ("--min-epochs", args.min_epochs, 1),
-                                   ("--reduction-factor", args.reduction_factor, 3)) if v != d]
-        if given:
-            raise UsageError(f"{given[0]} sets how a sweep prunes; add --prune asha or --prune median")
-        return None
-    return PruneSpec(args.prune, args.prune_metric, args.min_epochs, args.reduction_factor).check()
-
-
-def check_rungs(prune, members) -> None:
-    """Pruning needs a rung before the members' last epoch."""
-    epochs = min(m.config.epochs for m in members)
-    if not prune.rungs(epochs):
-        raise UsageError(f"--min-epochs {prune.min_epochs} leaves no rung before the last epoch ({epochs}): "
-                         f"give a smaller --min-epochs or more --epochs after --")
+    return spec_of(args.prune, args.prune_metric, args.min_epochs, args.reduction_factor)
 
 
 def sweep_launcher(args: argparse.Namespace):

@@ -95,6 +95,30 @@ class PruneSpec:
                    int(d.get("reduction_factor", 3)))
 
 
+#: the pruning flags' defaults (``simclr sweep --prune-metric ... --min-epochs ... --reduction-factor ...``)
+DEFAULTS = {"metric": "knn_top1", "min_epochs": 1, "reduction_factor": 3}
+FLAGS = {"metric": "--prune-metric", "min_epochs": "--min-epochs", "reduction_factor": "--reduction-factor"}
+
+
+def spec_of(rule: str | None, metric: str = "knn_top1", min_epochs: int = 1, reduction_factor: int = 3) -> PruneSpec | None:
+    """The sweep's pruning from its flags (CLI and TUI): checked, or None without a rule; the
+    other flags set without a rule are refused. Raises ConfigError."""
+    if not rule:
+        given = {"metric": metric, "min_epochs": min_epochs, "reduction_factor": reduction_factor}
+        changed = [FLAGS[k] for k, v in given.items() if v != DEFAULTS[k]]
+        if changed:
+            raise ConfigError(f"{changed[0]} sets how a sweep prunes; add --prune asha or --prune median")
+        return None
+    return PruneSpec(rule, metric, min_epochs, reduction_factor).check()
+
+
+def check_rungs(spec: PruneSpec, epochs: int) -> None:
+    """Pruning needs a rung before the members' last epoch."""
+    if not spec.rungs(epochs):
+        raise ConfigError(f"--min-epochs {spec.min_epochs} leaves no rung before the last epoch ({epochs}): "
+                          f"give a smaller --min-epochs or more --epochs after --")
+
+
 @dataclass(frozen=True)
 class Decision:
     """One line of decisions.jsonl."""

@@ -24,8 +24,19 @@ def stop(job_dir: Path, kill: bool = False) -> str:
 
 
 def cancel(runs_dir: Path, names: list[str]) -> list[str]:
-    """Take queued runs (or a sweep's queued runs) out of the queue; returns their names."""
-    return queue.cancel(runs_dir, names)
+    """Take queued runs (or a sweep's queued runs) out of the queue; returns their names. A
+    model-based sweep named also stops proposing settings (its plan says so)."""
+    from core.jobs.plan import read_plan, write_plan
+
+    stopped = []
+    for name in names:
+        plan = read_plan(runs_dir, name)
+        if plan and plan.get("sampler") == "tpe" and not plan.get("stopped"):
+            write_plan(runs_dir, name, {**plan, "stopped": "cancelled (simclr queue cancel)"})
+            stopped.append(name)
+    queued_names = {e.run for e in queue.queued(runs_dir)} | {e.sweep for e in queue.queued(runs_dir) if e.sweep}
+    rest = [n for n in names if n not in stopped or n in queued_names]
+    return queue.cancel(runs_dir, rest) if rest else []
 
 
 def move(runs_dir: Path, name: str, where: str) -> int:

@@ -89,6 +89,12 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
 
 
+def short_setting(swept: dict[str, Any]) -> str:
+    """A setting for the eye: floats to 4 significant digits (``lr=0.001264``), the seed left out."""
+    return ",".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in swept.items() if k != "seed") or "(base)"
+
+
 def sweep_lines(data: dict[str, Any]) -> list[str]:
     """The overview as terminal lines: a header, the members table, the decision log."""
     counts = ", ".join(f"{n} {s}" for s, n in sorted(data["counts"].items()))
@@ -97,7 +103,7 @@ def sweep_lines(data: dict[str, Any]) -> list[str]:
             f"{len(data['members'])} member(s) ({counts or 'none yet'}); {live} running"
             + (f"; {data['to_come']} setting(s) still to come" if data["to_come"] else "")]
     members = table(["RUN", "STATE", "SETTING", "SEED", "EPOCH", "KNN TOP-1"],
-                    [[m["run"], m["state"], m["setting"], _f(m["seed"]),
+                    [[m["run"], m["state"], short_setting(m["swept"]), _f(m["seed"]),
                       f"{_f(m['epoch'], 2)}/{_f(m['total_epochs'], 0)}" if m["epoch"] is not None else "-",
                       _f(m["knn_top1"])] for m in data["members"]])
     lines = head + [""] + members

@@ -27,8 +27,8 @@ MODES: tuple[str | None, ...] = ("sweep", "config", None)
 SHOWN = ("Run", "Accuracy", *(c for c in results.COLUMNS if c not in ("Run", "Accuracy")))
 
 
-def records_for(found: list[Any], mode: str | None) -> list[dict[str, Any]]:
-    return results.groups(found, mode) if mode else results.rows(found)
+def records_for(found: list[Any], mode: str | None, pruned: list[Any] = ()) -> list[dict[str, Any]]:
+    return results.groups(found, mode, pruned) if mode else results.rows(found)
 
 
 class ResultsScreen(LiveScreen):
@@ -57,6 +57,7 @@ class ResultsScreen(LiveScreen):
         super().__init__()
         self.mode = mode
         self.found: list[Any] | None = None  # core.evaluation.results.collect's, once read
+        self.pruned: list[Any] = []  # core.evaluation.results.collect_pruned's: counted apart in groups
         self.records: list[dict[str, Any]] = []
         self._seen: object = None  # the eval jobs (and states) the last read saw
         self._reading = False
@@ -94,19 +95,19 @@ class ResultsScreen(LiveScreen):
         runs_dir = self.app.runs_dir
 
         def work() -> None:
-            found = None
+            found, pruned = None, []
             try:
-                found = results.collect(runs_dir)
+                found, pruned = results.collect(runs_dir), results.collect_pruned(runs_dir)
             finally:  # an error is the app's notification; the next change reads again
-                self.app.call_from_thread(self._show, found)
+                self.app.call_from_thread(self._show, found, pruned)
 
         self.run_worker(work, thread=True, group="results", name="results", exit_on_error=False)
 
-    def _show(self, found: list[Any] | None) -> None:
+    def _show(self, found: list[Any] | None, pruned: list[Any] = ()) -> None:
         self._reading = False
         if found is None:
             return
-        self.found = found
+        self.found, self.pruned = found, list(pruned)
         self._draw()
         if self._jobs() != self._seen:  # something finished while reading
             self.refresh_runs()
@@ -114,7 +115,7 @@ class ResultsScreen(LiveScreen):
     def _draw(self) -> None:
         if not self.is_mounted or self.found is None:
             return
-        self.records = records_for(self.found, self.mode)
+        self.records = records_for(self.found, self.mode, self.pruned)
         table = self.query_one("#results-table", DataTable)
         table.clear()
         for r in self.records:

@@ -17,9 +17,10 @@ from textual.message import Message
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from core.config import dash
+from core.jobs.prune import DEFAULTS as PRUNE_DEFAULTS
 
 from ..configform import field_specs
-from ..enqueue import NOT_IN_GRID, PRUNE_DEFAULTS, then_specs
+from ..enqueue import NOT_IN_GRID, then_specs
 
 SECTION_HELP = ("Queue (ctrl+g) adds this run to the queue, started by the queue worker when a slot is free, "
                 "followed by the checked evaluations. A key with values or seeds makes a sweep: one queued run "
@@ -141,10 +142,10 @@ class QueueSection(Vertical):
                          tooltip="--prune-metric: the kNN monitor's top-1 (needs labelled data) or the epoch's "
                                  "mean training loss")
             yield Label("from epoch", classes="prune-label")
-            yield Input(PRUNE_DEFAULTS["--min-epochs"], compact=True, id="prune-min-epochs",
+            yield Input(str(PRUNE_DEFAULTS["min_epochs"]), compact=True, id="prune-min-epochs",
                         tooltip="--min-epochs R: the first rung, in epochs")
             yield Label("factor", classes="prune-label")
-            yield Input(PRUNE_DEFAULTS["--reduction-factor"], compact=True, id="prune-factor",
+            yield Input(str(PRUNE_DEFAULTS["reduction_factor"]), compact=True, id="prune-factor",
                         tooltip="--reduction-factor ETA: rungs at R, R*ETA, R*ETA^2 ... epochs")
         yield Static(id="sweep-size", markup=False)
 
