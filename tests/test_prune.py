@@ -191,6 +191,26 @@ def test_an_asha_sweep_prunes_and_a_sigkilled_worker_changes_no_decision(tmp_pat
     assert {Path(r["path"]).name: r["state"] for r in listed if r["parent"] is None} == \
         {n: states[n]["state"] for n in names}
 
+    # TensorBoard's own reader: one HParams row per member, the sweep and its pruning as columns
+    from tests.test_tensorboard_hparams import load, rows, scalars
+
+    tb = load(runs)
+    hparams = rows(tb)
+    assert {r: h for r, h in hparams.items() if "/" not in r} == hparams  # no sub-runs: one row per run
+    assert set(hparams) == set(names)
+    assert all(hparams[n]["sweep"] == "p" and hparams[n]["pruned"] == (n in pruned) for n in names)
+    assert len({frozenset(h) for h in hparams.values()}) == 1  # the same columns for every member
+    assert all(scalars(tb, n, "knn/top1") and scalars(tb, n, "health/std") for n in names)
+
+    # killed after its decision, before it said so (it reads stopped, not pruned): a resume ends it pruned at once
+    from core.runs import update_status
+
+    update_status(runs / pruned[0] / "status.json", state="stopped")
+    res = simclr("pretrain", "--resume", str(runs / pruned[0]), timeout=300)
+    assert res.returncode == 0, res.stderr
+    again = read_json(runs / pruned[0] / "status.json")
+    assert again["state"] == "pruned" and again["step"] == states[pruned[0]]["step"]
+
     # a person resumes a pruned member: it trains to the end, and the sweep decides nothing more
     res = simclr("pretrain", "--resume", str(runs / pruned[0]), timeout=300)
     assert res.returncode == 0, res.stderr

@@ -225,3 +225,25 @@ def test_garbage_sweep_notes_and_queue_files_do_not_crash(tmp_path, capsys):
 def test_results_module_imports_no_torch():
     code = "import sys, core.evaluation.results; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def test_pruned_members_are_left_out_of_a_groups_mean_and_counted(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    sweep = lambda t, s: {"sweep": "p", "index": s, "swept": {"temperature": t, "seed": s}}  # noqa: E731
+    for seed, top1 in enumerate((0.52, 0.54, 0.53)):
+        make_run(runs, f"p-a-{seed}", top1, sweep=sweep(0.2, seed), temperature=0.2, seed=seed)
+    make_run(runs, "p-a-3", None, sweep=sweep(0.2, 3), temperature=0.2, seed=3)  # pruned, never evaluated
+    write_status(runs / "p-a-3", kind="pretrain", state="pruned", epoch=1, total_epochs=2)
+    make_run(runs, "p-a-4", 0.10, sweep=sweep(0.2, 4), temperature=0.2, seed=4)  # pruned, evaluated by hand
+    write_status(runs / "p-a-4", kind="pretrain", state="pruned", epoch=1, total_epochs=2)
+    make_run(runs, "p-b-0", 0.40, sweep=sweep(0.5, 0), temperature=0.5, seed=0)
+    groups = {g["setting"]["temperature"]: g for g in json.loads(results(runs, capsys, "--group-by", "sweep",
+                                                                         "--format", "json"))}
+    mean, std = mean_std([0.52, 0.54, 0.53])
+    a = groups[0.2]
+    assert a["n"] == 3 and a["pruned"] == 2 and sorted(a["runs"]) == ["p-a-0", "p-a-1", "p-a-2"]
+    assert math.isclose(a["test_top1_mean"], mean) and math.isclose(a["test_top1_std"], std)
+    assert a["Accuracy"] == f"{mean:.4f} ± {std:.4f} (n=3, 2 pruned)"
+    assert groups[0.5]["Accuracy"] == "0.4000 (n=1)" and groups[0.5]["pruned"] == 0
+    by_config = json.loads(results(runs, capsys, "--group-by", "config", "--format", "json"))
+    assert sorted((g["n"], g["pruned"]) for g in by_config) == [(1, 0), (3, 2)]

@@ -22,9 +22,11 @@ def add_commands(sub) -> None:
     p = sub.add_parser("sweep", help="queue a grid of settings x seeds, one run each",
                        description="Queue one pretraining run per combination of --grid values and --seeds "
                                    "(every combination is validated first; nothing is made if one is bad), "
-                                   "named NAME-KEY=V,...; a worker starts them as slots free up. The flags of "
-                                   "`simclr pretrain` every run shares (--preset, --config, --epochs ...) go "
-                                   "after --.",
+                                   "named NAME-KEY=V,...; or N settings drawn from --space (--sample N), at "
+                                   "random or by TPE. A worker starts them as slots free up; --prune stops "
+                                   "hopeless settings early. The flags of `simclr pretrain` every run shares "
+                                   "(--preset, --config, --epochs ...) go after --. `simclr sweep show NAME` "
+                                   "shows a sweep.",
                        usage="simclr sweep NAME [--runs-dir runs] (--grid KEY=V1,V2 [--grid ...] | --sample N --space KEY=DIST "
                              "[--space ...] [--sampler random|tpe] [--sweep-seed S]) [--seeds 0,1,2] "
                              "[--then JOB ...] [--prune asha|median [--prune-metric knn_top1] [--min-epochs R] "
