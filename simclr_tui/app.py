@@ -320,7 +320,7 @@ class SimclrApp(App):
         self.push_screen(ConfirmScreen(question, "Cancel runs"), confirmed)
 
     def _cancel(self, keys: list[str]) -> None:  # thread
-        done = service.cancel(self.runs_dir, keys)
+        done, _ = service.cancel(self.runs_dir, keys)
         self.post_message(RunsEdited(f"cancelled {', '.join(done)}", tuple(done)))
 
     def move_queued(self, key: str, where: str) -> None:

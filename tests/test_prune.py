@@ -151,7 +151,7 @@ def test_an_asha_sweep_prunes_and_a_sigkilled_worker_changes_no_decision(tmp_pat
     assert res.returncode == 0, res.stderr
     assert read_plan(runs, "p")["prune"] == {"rule": "asha", "metric": "knn_top1", "min_epochs": 1,
                                              "reduction_factor": 2}
-    wait_for(lambda: worker_info(runs) is not None, timeout=30, what="the queue worker")
+    wait_for(lambda: (worker_info(runs) or {}).get("pid"), timeout=30, what="the queue worker")  # its worker.json written
     worker = worker_info(runs)
     wait_for(lambda: read_run(runs / names[1]).state in ("running", "pruned", "finished"), timeout=240,
              what=f"{names[1]} started")
@@ -287,3 +287,51 @@ def test_a_tpe_sweep_proposes_its_settings_as_the_queue_frees_slots(tmp_path):
         finals = [[r["value"] for r in read_metrics(runs / n / "metrics.jsonl")[0] if r["tag"] == "knn/top1"][-1]
                   for n in members]
         assert len(members) == 2 and t.value == pytest.approx(sum(finals) / 2)
+
+
+def test_a_resumed_pruned_member_is_released_for_good_and_a_nan_is_the_worst(tmp_path, monkeypatch):
+    from core.jobs import launch
+    from core.jobs.prune import release, released
+
+    write_plan(tmp_path, "s", {"mode": "grid", "prune": PruneSpec("asha", "knn_top1", 1, 2).to_dict()})
+    a = _member(tmp_path, "s", "s-a", {"t": "a"})
+    atomic_write_json(a / "status.json", {"state": "pruned", "kind": "pretrain"})
+    assert Pruner.of(a, 4) is not None
+    # a resume submitted to Slurm: the run reads queued afterwards, so the submitter releases it
+    monkeypatch.setattr(launch, "_submit", lambda *args, **kw: "123")
+    assert launch.submit_pretrain(a, None, None, resume=True) == "123"
+    assert released(sweep_dir(tmp_path, "s"), "s-a") and Pruner.of(a, 4) is None
+    release(a, "again")  # once is enough
+    assert sum('"released"' in line for line in (sweep_dir(tmp_path, "s") / "decisions.jsonl").read_text()
+               .splitlines()) == 1
+    # a value that is not a number is pruned and never sets the cutoff; the log stays valid JSON
+    b = Pruner.of(_member(tmp_path, "s", "s-b", {"t": "b"}), 4)
+    c = Pruner.of(_member(tmp_path, "s", "s-c", {"t": "c"}), 4)
+    nan = b.decide(1, float("nan"))
+    assert nan.prune and nan.cutoff is None
+    d = c.decide(1, 0.3)
+    assert not d.prune and d.cutoff == 0.3  # the best of two (the nan counts as the worst)
+    for line in (sweep_dir(tmp_path, "s") / "decisions.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    assert asha(0.5, {"x": float("nan"), "y": 0.4}, 3, higher=True) == (False, 0.5)
+
+
+def test_a_tpe_sweep_never_reuses_a_name_and_cancel_stops_its_proposals(tmp_path):
+    from core.jobs.propose import grow
+    from core.jobs.plan import to_come
+
+    runs = tmp_path / "runs"
+    res = simclr("sweep", "t", "--runs-dir", str(runs), "--sample", "4", "--sampler", "tpe", "--space",
+                 "lr=loguniform:1e-4:1e-2", "--no-start", "--", "--preset", "tiny")
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in runs.iterdir() if not p.name.startswith(".")) == ["t-001"]
+    assert simclr("queue", "cancel", "t-001", "--runs-dir", str(runs)).returncode == 0
+    assert list(grow(runs, "t", 1)) == ["t-002"]  # the cancelled member's name is not taken again
+    assert list(grow(runs, "t", 1, after=1)) == ["t-003"] and grow(runs, "t", 1, after=1) == {}  # once per setting
+    assert to_come(read_plan(runs, "t")) == 1
+    res = simclr("queue", "cancel", "t", "--runs-dir", str(runs))
+    assert res.returncode == 0 and "sweep t proposes no more settings" in res.stdout, res.stdout + res.stderr
+    assert read_plan(runs, "t")["stopped"] and to_come(read_plan(runs, "t")) == 0 and grow(runs, "t", 1) == {}
+    assert sorted(p.name for p in runs.iterdir() if not p.name.startswith(".")) == []
+    res = simclr("queue", "cancel", "nosuch", "--runs-dir", str(runs))
+    assert res.returncode == 2 and "nosuch" in res.stderr

@@ -65,7 +65,7 @@ def test_a_2x2_sweep_survives_a_sigkilled_worker_and_runs_everything_exactly_onc
     assert res.returncode == 0, res.stderr
     assert time.time() - t0 < 10  # it queues and returns; the worker trains
     assert sorted(p.name for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")) == sorted(NAMES)
-    wait_for(lambda: worker_info(runs) is not None, timeout=30, what="the queue worker")  # started by the sweep
+    wait_for(lambda: (worker_info(runs) or {}).get("pid"), timeout=30, what="the queue worker")  # started by the sweep, its worker.json written
     worker = worker_info(runs)
     assert worker["slots"] == 1
     # SIGKILL the worker while the second run trains (its first run and kNN are done)

@@ -245,8 +245,11 @@ def cmd_queue_work(args: argparse.Namespace) -> int:
 def cmd_queue_cancel(args: argparse.Namespace) -> int:
     from core.jobs import service
 
-    names = service.cancel(args.runs_dir, args.runs)
-    print(f"cancelled {len(names)} queued run(s): {', '.join(names)}")
+    names, stopped = service.cancel(args.runs_dir, args.runs)
+    if names or not stopped:
+        print(f"cancelled {len(names)} queued run(s): {', '.join(names)}")
+    for name in stopped:
+        print(f"sweep {name} proposes no more settings; its runs already made go on (stop them with simclr stop)")
     return 0
 
 

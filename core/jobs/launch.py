@@ -166,7 +166,11 @@ def submit_pretrain(run_dir: Path, cfg, opts: SlurmOptions, resume: bool = False
         status = {"kind": "pretrain", "host": socket.gethostname(), "created": time.time(), "epoch": 0,
                   "step": 0, "total_steps": None, "total_epochs": cfg.epochs}
     try:
-        return _submit(run_dir, opts, {"kind": "pretrain"}, status, run_dir.name)
+        job = _submit(run_dir, opts, {"kind": "pretrain"}, status, run_dir.name)
+        if resume and status.get("state") == "pruned":  # a person resumes it: its sweep's pruning is off for it
+            from core.jobs.prune import release
+            release(run_dir, "resumed after its sweep pruned it (submitted to Slurm)")
+        return job
     except UsageError:
         if not resume:  # nothing was submitted: leave nothing behind
             import shutil

@@ -52,8 +52,11 @@ def sweep_names(runs_dir: str | Path) -> list[str]:
     return [name for _, name in sorted(plans)]
 
 
-def to_come(plan: dict[str, Any] | None, made_settings: int) -> int:
-    """Settings a model-based sampler has still to propose (0 for a grid or random draws)."""
-    if not plan or plan.get("sampler") != "tpe":
+def to_come(plan: dict[str, Any] | None, made_settings: int = 0) -> int:
+    """Settings a model-based sampler has still to propose: 0 for a grid or random draws, or
+    once the sweep stopped proposing. Counted by the plan's ``proposed`` (settings made, kept
+    by core.jobs.propose), else by ``made_settings`` (a plan written before the count)."""
+    if not plan or plan.get("sampler") != "tpe" or plan.get("stopped"):
         return 0
-    return max(0, int(plan.get("sample") or 0) - made_settings)
+    made = plan["proposed"] if isinstance(plan.get("proposed"), int) else made_settings
+    return max(0, int(plan.get("sample") or 0) - made)

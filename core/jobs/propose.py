@@ -25,7 +25,7 @@ from core.jobs import space as spaces
 from core.jobs.plan import read_plan, sweep_dir, write_plan
 from core.jobs.prune import METRICS, read_log, setting_of
 from core.jobs.sweep import Member
-from core.runs import folder_lock, iter_runs, read_metrics, read_sweep
+from core.runs import folder_lock, iter_runs, read_json, read_metrics, read_sweep
 from core.runs.state import LIVE_STATES
 
 JOURNAL = "optuna.journal"
@@ -77,26 +77,31 @@ def final_value(run_dir: Path, metric: str) -> float | None:
 
 
 def sync(study, runs_dir: Path, name: str, plan: dict[str, Any]) -> None:
-    """Tell the study every setting whose members have all ended."""
+    """Tell the study every setting whose members have all ended; a running trial with no
+    member (its members were never made, or were cancelled) fails."""
     import optuna
     from optuna.trial import TrialState
 
     by_trial: dict[int, list[tuple[Any, dict[str, Any]]]] = {}
     for run, rec in members_of(runs_dir, name):
-        raw = (read_sweep_raw(run.path) or {}).get("trial")
+        raw = (read_json(run.path / "sweep.json") or {}).get("trial")
         if isinstance(raw, int):
             by_trial.setdefault(raw, []).append((run, rec))
     log = read_log(sweep_dir(runs_dir, name))
     metric = objective(plan)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         members = by_trial.get(trial.number, [])
-        if not members or any(r.state == "queued" or r.state in LIVE_STATES for r, _ in members):
+        if not members:
+            study.tell(trial.number, state=TrialState.FAIL)
+            continue
+        if any(r.state == "queued" or r.state in LIVE_STATES for r, _ in members):
             continue
         setting = setting_of(members[0][1]["swept"])
+        at_rung = {d.epoch: d.setting_value for d in log if d.setting == setting}  # the last: the most seeds
         live = optuna.trial.Trial(study, trial._trial_id)
-        for d in log:  # the setting's mean at each rung, the last decision's (it saw the most seeds)
-            if d.setting == setting:
-                live.report(d.setting_value, d.epoch)
+        for epoch, value in sorted(at_rung.items()):
+            if value is not None and math.isfinite(value):
+                live.report(value, epoch)
         done = [v for r, _ in members if r.state == "finished" and (v := final_value(r.path, metric)) is not None]
         if done:
             study.tell(trial.number, sum(done) / len(done))
@@ -106,61 +111,76 @@ def sync(study, runs_dir: Path, name: str, plan: dict[str, Any]) -> None:
             study.tell(trial.number, state=TrialState.FAIL)
 
 
-def read_sweep_raw(run_dir: Path) -> dict[str, Any] | None:
-    from core.runs import read_json
-
-    return read_json(run_dir / "sweep.json")
-
-
-def new_members(name: str, plan: dict[str, Any], values: dict[str, Any], setting: int, first_index: int,
-                trial: int | None) -> list[tuple[Member, dict[str, Any]]]:
-    """The members of proposed setting number ``setting`` (one per seed), validated, with
-    their sweep.json records. Names: ``NAME-004`` (or ``NAME-004-seed=1`` with seeds)."""
+def new_members(name: str, plan: dict[str, Any], values: dict[str, Any], trial: int,
+                first_index: int) -> list[tuple[Member, dict[str, Any]]]:
+    """The members of the setting trial number ``trial`` proposed (one per seed), validated,
+    with their sweep.json records. Names by the trial's number, never reused: ``NAME-004``
+    (or ``NAME-004-seed=1`` with seeds)."""
     seeds = plan.get("seeds")
     out = []
     for s in [None] if not seeds else seeds:
         combo = ({} if s is None else {"seed": s}) | values
         cfg: PretrainConfig = spaces._validated(name, plan.get("base") or {}, combo, values)
-        member = Member(f"{name}-{setting + 1:03d}" + (f"-seed={s}" if seeds and len(seeds) > 1 else ""),
+        member = Member(f"{name}-{trial + 1:03d}" + (f"-seed={s}" if seeds and len(seeds) > 1 else ""),
                         first_index + len(out), {k: getattr(cfg, k) for k in combo}, cfg)
         record = member.sweep_record(name, int(plan["sample"]) * len(seeds or [0]), {}, seeds)
-        out.append((member, {**record, "trial": trial, "setting": setting}))
+        out.append((member, {**record, "trial": trial, "setting": trial}))
     return out
 
 
-def propose(runs_dir: str | Path, name: str, count: int = 1) -> list[tuple[Member, dict[str, Any]]]:
-    """Up to ``count`` new settings of sweep ``name`` from its study (none when the sweep is
-    no TPE sweep, was cancelled, or has all its settings). Returns their members and sweep
-    records, not yet queued or submitted: the caller makes them (``core.jobs.studies``)."""
+def grow(runs_dir: str | Path, name: str, settings: int = 1, opts: Any = None, *,
+         queue_locked: bool = False, after: int | None = None) -> dict[str, Any]:
+    """Up to ``settings`` new settings of TPE sweep ``name``, asked of its study and made as
+    members (queued, or submitted to Slurm with ``opts``) in one critical section: the queue's
+    lock (unless the caller holds it: ``queue_locked``), then the sweep folder's. None when
+    the sweep is no TPE sweep, stopped proposing, or has all its settings. ``after``: the
+    setting whose end asks (a Slurm member's batch shell); each setting asks once, however
+    many of its seeds end at once. Returns member name -> queue place or Slurm job id."""
+    from contextlib import nullcontext
+
     from optuna.trial import TrialState
 
+    from core.jobs import queue, studies
+
     root = Path(runs_dir)
-    plan = read_plan(root, name)
-    if not plan or plan.get("sampler") != "tpe" or plan.get("stopped"):
-        return []
-    space = spaces.from_description(plan.get("space") or {})
-    with folder_lock(sweep_dir(root, name) / JOURNAL):
-        existing = members_of(root, name)
-        made = {(read_sweep_raw(r.path) or {}).get("setting") for r, _ in existing}
-        want = min(count, int(plan["sample"]) - len(made))
-        if want <= 0:
-            return []
+    with nullcontext() if queue_locked else queue.queue_lock(root), folder_lock(sweep_dir(root, name) / JOURNAL):
+        plan = read_plan(root, name)
+        if not plan or plan.get("sampler") != "tpe" or plan.get("stopped"):
+            return {}
+        proposed = int(plan.get("proposed") or 0)
+        want = min(settings, int(plan["sample"]) - proposed)
+        asked = list(plan.get("proposed_after") or [])
+        if want <= 0 or (after is not None and after in asked):
+            return {}
+        space = spaces.from_description(plan.get("space") or {})
         study = open_study(root, name, plan, proposals=len(study_trials(root, name, plan)))
         sync(study, root, name, plan)
-        out: list[tuple[Member, dict[str, Any]]] = []
-        invalid = 0
-        while len({r["setting"] for _, r in out}) < want and invalid < MAX_INVALID:
+        existing = len(members_of(root, name))
+        pairs: list[tuple[Member, dict[str, Any]]] = []
+        trials, invalid = [], 0
+        while len(trials) < want and invalid < MAX_INVALID:
             trial = study.ask(space)
-            values = {k: trial.params[k] for k in space}
             try:
-                out += new_members(name, plan, values, len(made) + len({r["setting"] for _, r in out}),
-                                   len(existing) + len(out), trial.number)
+                pairs += new_members(name, plan, {k: trial.params[k] for k in space}, trial.number, existing + len(pairs))
+                trials.append(trial.number)
             except ConfigError:
                 study.tell(trial, state=TrialState.FAIL)
                 invalid += 1
-        if not out:  # the space gives nothing valid any more: the sweep stops proposing, and says why
+        if not trials:  # the space gives nothing valid any more: the sweep stops proposing, and says why
             write_plan(root, name, {**plan, "stopped": f"the sampler drew {MAX_INVALID} invalid settings in a row"})
-        return out
+            return {}
+        made: list[Path] = []
+        jobs: list[str] = []
+        try:
+            placed = studies._make(root, pairs, plan.get("then") or [], opts, made, jobs)
+        except BaseException:
+            studies._undo(made, jobs)
+            for number in trials:
+                study.tell(number, state=TrialState.FAIL)
+            raise
+        write_plan(root, name, {**plan, "proposed": proposed + len(trials),
+                                **({"proposed_after": asked + [after]} if after is not None else {})})
+        return placed
 
 
 def study_trials(runs_dir: Path, name: str, plan: dict[str, Any]) -> list:

@@ -152,25 +152,31 @@ def _better(higher: bool):
     return (lambda a, b: a > b) if higher else (lambda a, b: a < b)
 
 
-def asha(own: float, others: dict[str, float], eta: int, higher: bool) -> tuple[bool, float]:
+def _finite(values) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
+def asha(own: float, others: dict[str, float], eta: int, higher: bool) -> tuple[bool, float | None]:
     """(prune?, cutoff): ``own`` goes on if among the best ⌊n/η⌋ (at least one) of the n
-    values (``others`` and ``own``); the cutoff is the worst value that still goes on."""
-    values = sorted([*others.values(), own], reverse=higher)
-    keep = max(1, len(values) // eta)
-    cutoff = values[keep - 1]
-    if math.isnan(own):
+    values (``others`` and ``own``); the cutoff is the worst value that still goes on. A
+    value that is not a finite number counts among the n as the worst (and is pruned)."""
+    values = sorted(_finite([*others.values(), own]), reverse=higher)
+    keep = max(1, (len(others) + 1) // eta)
+    cutoff = values[keep - 1] if len(values) >= keep else None
+    if own is None or not math.isfinite(own):
         return True, cutoff
-    return _better(higher)(cutoff, own), cutoff
+    return cutoff is not None and _better(higher)(cutoff, own), cutoff
 
 
 def median(own: float, completed: dict[str, float], higher: bool) -> tuple[bool, float | None]:
     """(prune?, cutoff): ``own`` is pruned if worse than the median of the completed settings'
     values at the same rung; with none completed nothing is pruned."""
-    if math.isnan(own):
+    if own is None or not math.isfinite(own):
         return True, None
-    if not completed:
+    values = _finite(completed.values())
+    if not values:
         return False, None
-    cutoff = statistics.median(completed.values())
+    cutoff = statistics.median(values)
     return _better(higher)(cutoff, own), cutoff
 
 
@@ -192,9 +198,50 @@ def read_log(sweep_dir: Path) -> list[Decision]:
     return out
 
 
+def released(sweep_dir: Path, member: str) -> bool:
+    """Whether a person resumed ``member`` after its sweep pruned it: its pruning is off for good."""
+    try:
+        lines = (Path(sweep_dir) / LOG).read_text().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and rec.get("released") is True and rec.get("member") == member:
+            return True
+    return False
+
+
+def release(run_dir: Path, why: str) -> None:
+    """Turn pruning off for a pruned member a person resumes (``simclr pretrain --resume``, the
+    TUI's resume, a resume submitted to Slurm): one line ``{"member", "released": true, "why",
+    "time"}`` in its sweep's log, which every later start of the member reads."""
+    rec = read_sweep(Path(run_dir))
+    if rec is None or read_status(Path(run_dir) / "status.json") is None:
+        return
+    folder = sweep_dir(Path(run_dir).parent, rec["sweep"])
+    if not folder.is_dir():
+        return
+    with folder_lock(folder / LOG):
+        if not released(folder, Path(run_dir).name):
+            _write(folder, {"member": Path(run_dir).name, "released": True, "why": why, "time": time.time()})
+
+
 def _append(sweep_dir: Path, d: Decision) -> None:
+    _write(sweep_dir, asdict(d))
+
+
+def _write(sweep_dir: Path, record: dict[str, Any]) -> None:
+    """One line of the log; a value that is not a finite number is written as null (valid JSON)."""
+    def finite(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+    clean = finite(record)
     with open(Path(sweep_dir) / LOG, "a") as f:
-        f.write(json.dumps(asdict(d), sort_keys=True) + "\n")
+        f.write(json.dumps(clean, sort_keys=True) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -233,7 +280,7 @@ class Pruner:
         rec = read_sweep(run_dir)
         plan = read_json(sweep_dir(Path(run_dir).parent, rec["sweep"]) / "sweep.json") if rec else None
         spec = PruneSpec.from_dict((plan or {}).get("prune"))
-        if spec is None:
+        if spec is None or released(sweep_dir(Path(run_dir).parent, rec["sweep"]), Path(run_dir).name):
             return None
         return cls(run_dir, rec["sweep"], rec["swept"], spec, epochs)
 
@@ -242,7 +289,8 @@ class Pruner:
 
     def earlier(self, epoch: int) -> Decision | None:
         """This member's prune decision at a rung at or before ``epoch`` (a resume after it)."""
-        return next((d for d in read_log(self.dir) if d.member == self.member and d.prune and d.epoch <= epoch), None)
+        return next((d for d in read_log(self.dir) if d.member == self.member and d.setting == self.setting
+                     and d.prune and d.epoch <= epoch), None)
 
     def value(self, step: int, steps_per_epoch: int, knn: float | None) -> float:
         """The metric at this rung: the kNN monitor's top-1, or the mean loss of the epoch's steps
@@ -253,7 +301,8 @@ class Pruner:
                                   "class folders; use --prune-metric loss for unlabelled data")
             return float(knn)
         records, _ = read_metrics(self.run_dir / "metrics.jsonl")
-        losses = [r["value"] for r in records if r["tag"] == self.tag and step - steps_per_epoch < r.get("step", -1) <= step]
+        losses = [r["value"] for r in records if r["tag"] == self.tag and step - steps_per_epoch < r.get("step", -1) <= step
+                  and math.isfinite(r["value"])]  # a step skipped for a NaN loss (--nan-policy skip) does not count
         return float(sum(losses) / len(losses)) if losses else float("nan")
 
     def decide(self, epoch: int, value: float) -> Decision:
@@ -262,7 +311,7 @@ class Pruner:
         with folder_lock(self.dir / LOG):
             log = read_log(self.dir)
             for d in log:
-                if d.member == self.member and d.epoch == epoch:
+                if d.member == self.member and d.setting == self.setting and d.epoch == epoch:
                     return d
             rung = self.rungs.index(epoch)
             at_rung: dict[str, dict[str, float]] = {}
@@ -270,7 +319,7 @@ class Pruner:
                 if d.epoch == epoch:
                     at_rung.setdefault(d.setting, {})[d.member] = d.value
             at_rung.setdefault(self.setting, {})[self.member] = value
-            means = {s: _mean(v.values()) for s, v in at_rung.items()}
+            means = {s: _mean(v.values()) for s, v in at_rung.items()}  # nan when a seed's value is not a number
             own, seeds = means.pop(self.setting), len(at_rung[self.setting])
             if self.spec.rule == "asha":
                 prune, cutoff = asha(own, means, self.spec.reduction_factor, self.higher)
@@ -293,5 +342,5 @@ class Pruner:
 
 
 def _mean(values) -> float:
-    values = list(values)
+    values = [float("nan") if v is None else v for v in values]
     return float(sum(values) / len(values))

@@ -23,20 +23,25 @@ def stop(job_dir: Path, kill: bool = False) -> str:
     return stop_job(Path(job_dir), kill=kill)
 
 
-def cancel(runs_dir: Path, names: list[str]) -> list[str]:
-    """Take queued runs (or a sweep's queued runs) out of the queue; returns their names. A
-    model-based sweep named also stops proposing settings (its plan says so)."""
-    from core.jobs.plan import read_plan, write_plan
+def cancel(runs_dir: Path, names: list[str]) -> tuple[list[str], list[str]]:
+    """Take queued runs (or a sweep's queued runs) out of the queue. A model-based sweep named
+    also stops proposing settings (its plan says so, under the sweep folder's lock, so a
+    proposal under way finishes first and none follows). Unknown names are refused before
+    anything changes. Returns (the runs cancelled, the sweeps that stopped proposing)."""
+    from core.jobs.plan import read_plan, sweep_dir, write_plan
+    from core.jobs.propose import JOURNAL
+    from core.runs import folder_lock
 
-    stopped = []
-    for name in names:
-        plan = read_plan(runs_dir, name)
-        if plan and plan.get("sampler") == "tpe" and not plan.get("stopped"):
-            write_plan(runs_dir, name, {**plan, "stopped": "cancelled (simclr queue cancel)"})
-            stopped.append(name)
-    queued_names = {e.run for e in queue.queued(runs_dir)} | {e.sweep for e in queue.queued(runs_dir) if e.sweep}
-    rest = [n for n in names if n not in stopped or n in queued_names]
-    return queue.cancel(runs_dir, rest) if rest else []
+    proposing = [n for n in names if (p := read_plan(runs_dir, n)) and p.get("sampler") == "tpe"
+                 and not p.get("stopped")]
+    entries = queue.queued(runs_dir)
+    waiting = {e.run for e in entries} | {e.sweep for e in entries if e.sweep}
+    rest = [n for n in names if n not in proposing or n in waiting]
+    cancelled = queue.cancel(runs_dir, rest) if rest else []  # raises, changing nothing, on an unknown name
+    for name in proposing:
+        with folder_lock(sweep_dir(runs_dir, name) / JOURNAL):
+            write_plan(runs_dir, name, {**(read_plan(runs_dir, name) or {}), "stopped": "cancelled (simclr queue cancel)"})
+    return cancelled, proposing
 
 
 def move(runs_dir: Path, name: str, where: str) -> int:

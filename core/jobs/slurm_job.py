@@ -155,18 +155,23 @@ def main(job_dir: str) -> int:
             f"--launcher slurm`")
     if state == "pruned":
         drop_then_jobs(path)
-    if record.get("kind") != "eval" and state in ("finished", "pruned", "failed"):
-        propose_next(path)
-    return 0 if state == "finished" else (rc or 1)
+    code = 0 if state == "finished" else (rc or 1)
+    requeued = warned["time"] and state == "stopped" and opts.requeue and not stop_asked
+    if record.get("kind") != "eval" and state in ("finished", "pruned", "failed", "stopped") and not requeued:
+        try:
+            propose_next(path)
+        except Exception as e:  # noqa: BLE001 - the sweep's next setting must not change how this job ended
+            say(f"its sweep's next setting could not be made: {' '.join(str(e).split())}")
+    return code
 
 
 def propose_next(run_dir: Path) -> None:
-    """A member of a model-based Slurm sweep ended: its sweep proposes its next setting and
-    submits it (core.jobs.propose), so the sweep keeps as many settings in Slurm as it began with."""
-    from core.errors import UserError
+    """A member of a model-based Slurm sweep ended: when it was its setting's last seed to end,
+    the sweep proposes its next setting and submits it (core.jobs.propose.grow: once per
+    ended setting, however many of its seeds end at once), so the sweep keeps as many
+    settings in Slurm as it began with."""
     from core.jobs.plan import read_plan
-    from core.jobs.propose import propose
-    from core.jobs.studies import add_members
+    from core.jobs.propose import grow
     from core.runs import read_sweep
 
     sweep = read_sweep(run_dir)
@@ -181,14 +186,10 @@ def propose_next(run_dir: Path) -> None:
                 and (read_json(p) or {}).get("sweep") == sweep["sweep"] and (read_json(p) or {}).get("setting") == mine]
     if any(current_state(p)[0] in ("queued", *LIVE_STATES) for p in siblings):
         return  # the setting's last seed to end proposes the next setting
-    try:
-        pairs = propose(run_dir.parent, sweep["sweep"], 1)
-        if pairs:
-            placed = add_members(run_dir.parent, pairs, plan.get("then") or [],
-                                 SlurmOptions.from_dict(plan.get("slurm") or {}))
-            say(f"sweep {sweep['sweep']} proposed " + ", ".join(f"{n} (job {j})" for n, j in placed.items()))
-    except (UserError, OSError) as e:
-        say(f"sweep {sweep['sweep']}: its next setting could not be made: {e}")
+    placed = grow(run_dir.parent, sweep["sweep"], 1, SlurmOptions.from_dict(plan.get("slurm") or {}),
+                  after=mine if isinstance(mine, int) else None)
+    if placed:
+        say(f"sweep {sweep['sweep']} proposed " + ", ".join(f"{n} (job {j})" for n, j in placed.items()))
 
 
 def drop_then_jobs(run_dir: Path) -> None:

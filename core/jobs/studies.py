@@ -122,33 +122,16 @@ def make_sweep(runs_dir: str | Path, name: str, members: list[Member], grid_keys
         try:
             if plan is not None:
                 made.append(write_plan(root, name, plan))
-            pairs = [(m, m.sweep_record(name, len(members), grid, seeds)) for m in members]
             if plan is not None and plan.get("sampler") == "tpe":
-                from core.jobs.propose import propose
+                from core.jobs.propose import grow
 
-                pairs = propose(root, name, int(plan["startup"]))
-                if not pairs:
+                placed = grow(root, name, int(plan["startup"]), opts, queue_locked=True)
+                if not placed:
                     raise UsageError(f"sweep {name}: the sampler drew no valid setting; widen or fix --space")
+                return placed
+            pairs = [(m, m.sweep_record(name, len(members), grid, seeds)) for m in members]
             return _make(root, pairs, then, opts, made, jobs)
         except BaseException:  # a sweep half made is not a sweep
-            _undo(made, jobs)
-            raise
-
-
-def add_members(runs_dir: str | Path, pairs: list[tuple[Member, dict[str, Any]]], then: list[list[str]],
-                opts: SlurmOptions | None = None) -> dict[str, Any]:
-    """More members of an existing sweep (a model-based sampler's proposals), made like a
-    sweep's: all or nothing. Returns member name -> queue place or Slurm job id."""
-    root = Path(runs_dir)
-    with queue.queue_lock(root):
-        taken = [m.name for m, _ in pairs if (root / m.name).exists()]
-        if taken:
-            raise UsageError(f"{root / taken[0]} already exists; the sweep cannot add its next member there")
-        made: list[Path] = []
-        jobs: list[str] = []
-        try:
-            return _make(root, pairs, then, opts, made, jobs)
-        except BaseException:
             _undo(made, jobs)
             raise
 

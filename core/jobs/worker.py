@@ -27,7 +27,7 @@ from typing import Any
 
 from core import process
 from core.config import PretrainConfig
-from core.errors import ConfigError
+from core.errors import ConfigError, one_line
 from core.jobs.plan import read_plan, sweep_names, to_come
 from core.jobs.queue import (
     QUEUE_DIR,
@@ -123,14 +123,8 @@ def has_work(runs_dir: str | Path, listing: Listing | None = None) -> bool:
 
 def proposing_sweeps(runs_dir: str | Path) -> list[str]:
     """Model-based sweeps of this runs directory's queue with settings still to come."""
-    out = []
-    for name in sweep_names(runs_dir):
-        plan = read_plan(runs_dir, name)
-        if plan and plan.get("sampler") == "tpe" and plan.get("launcher") == "queue" and not plan.get("stopped"):
-            records = [read_json(p) or {} for p in Path(runs_dir).glob("*/sweep.json")]
-            if to_come(plan, len({r.get("setting") for r in records if r.get("sweep") == name})):
-                out.append(name)
-    return out
+    return [name for name in sweep_names(runs_dir)
+            if (plan := read_plan(runs_dir, name)) and plan.get("launcher") == "queue" and to_come(plan)]
 
 
 def ensure_worker(runs_dir: str | Path, runner: list[str] | None = None,
@@ -166,6 +160,7 @@ class Worker:
         self.gpus = visible_gpus()
         self.host = socket.gethostname()
         self._stop = False
+        self._failed_proposals: dict[str, tuple[int, float]] = {}  # sweep -> (failures in a row, when)
 
     @property
     def slots(self) -> int:
@@ -236,7 +231,9 @@ class Worker:
         """Slots that nothing queued will fill: model-based sweeps of the local queue propose
         their next settings (core.jobs.propose), outside the queue's lock (asking Optuna takes
         a second or two); the next pass starts them."""
-        names = proposing_sweeps(self.runs_dir)
+        backoff = 30.0  # a sweep whose proposal failed is asked again after this many seconds
+        names = [n for n in proposing_sweeps(self.runs_dir)
+                 if time.monotonic() - self._failed_proposals.get(n, (0, -backoff))[1] >= backoff]
         if not names:
             return
         listing = Listing(self.runs_dir)
@@ -247,24 +244,30 @@ class Worker:
 
     def propose(self, names: list[str], settings: int) -> bool:
         """``settings`` new settings from the sweeps ``names``, in order. Returns whether
-        members were made."""
-        from core.errors import UserError
-        from core.jobs.propose import propose
-        from core.jobs.studies import add_members
+        members were made. A sweep that cannot propose now is said and skipped: the worker
+        goes on (it retries at a later pass only if the sweep still has settings to come)."""
+        from core.jobs.propose import grow
 
         made = False
         for name in names:
             if settings <= 0:
                 break
             try:
-                pairs = propose(self.runs_dir, name, settings)
-                if pairs:
-                    add_members(self.runs_dir, pairs, read_plan(self.runs_dir, name).get("then") or [])
-                    settings -= len({r["setting"] for _, r in pairs})
-                    made = True
-                    self.say(f"sweep {name} proposed {', '.join(m.name for m, _ in pairs)}")
-            except (UserError, OSError) as e:
-                self.say(f"sweep {name}: its next setting could not be made: {e}")
+                placed = grow(self.runs_dir, name, settings)
+            except Exception as e:  # noqa: BLE001 - a sweep's proposal must never end the worker
+                failures = self._failed_proposals.get(name, (0, 0.0))[0] + 1
+                self._failed_proposals[name] = (failures, time.monotonic())
+                self.say(f"sweep {name}: its next setting could not be made: {one_line(e)}")
+                if failures >= 3:  # it will not get better by itself: the sweep stops proposing, and says why
+                    from core.jobs.plan import write_plan
+                    write_plan(self.runs_dir, name, {**(read_plan(self.runs_dir, name) or {}),
+                                                     "stopped": f"its next setting could not be made: {one_line(e)}"})
+                continue
+            self._failed_proposals.pop(name, None)
+            if placed:
+                settings -= len({n.rsplit("-seed=", 1)[0] for n in placed})
+                made = True
+                self.say(f"sweep {name} proposed {', '.join(placed)}")
         return made
 
     def busy(self, listing: Listing) -> tuple[int, list[str]]:

@@ -39,6 +39,16 @@ def is_main() -> bool:
     return get_rank() == 0
 
 
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is True on any (itself without several processes).
+    A collective: every rank must call it at the same point."""
+    if not is_dist():
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return bool(t.item())
+
+
 def barrier() -> None:
     """Waits until every rank reaches this point; does nothing outside a group."""
     if is_dist():

@@ -9,7 +9,7 @@ import torch
 
 from core.config import PretrainConfig
 from core.errors import DataError
-from core.jobs.prune import Pruner
+from core.jobs.prune import Pruner, release
 from core.runs import read_status
 from core.simclr import dist
 from core.training.budget import plan_steps
@@ -76,11 +76,13 @@ def open_session(cfg: PretrainConfig, run_dir: Path, stop: StopGuard, resume: bo
 
 def sweep_pruner(cfg: PretrainConfig, run_dir: Path, resume: bool) -> Pruner | None:
     """The run's pruning, when its sweep prunes (core.jobs.prune). A person resuming a pruned
-    run wants it to go on: its pruning is then off."""
+    run wants it to go on: its pruning is turned off for good (``release``), decided on rank
+    0 and followed by every rank."""
     pruner = Pruner.of(run_dir, cfg.epochs)
-    status = read_status(run_dir / "status.json") if pruner is not None and resume else None
-    if status is not None and status.state == "pruned":
+    status = read_status(run_dir / "status.json") if pruner is not None and resume and dist.is_main() else None
+    if dist.any_rank(status is not None and status.state == "pruned"):
         if dist.is_main():
+            release(run_dir, "resumed after its sweep pruned it")
             print(f"resuming a run its sweep pruned: it trains to the end (pruning is off for {run_dir.name})",
                   flush=True)
         return None

@@ -69,7 +69,7 @@ def train(s: Session, stop: StopGuard) -> str:
         rated = prog.step
     health = Health(s)  # health/* each epoch and the run's verdict (core.training.health)
     log.running(prog, spe)
-    if s.pruner is not None and any_rank(dist.is_main() and s.pruner.earlier(prog.epoch) is not None):
+    if s.pruner is not None and dist.any_rank(dist.is_main() and s.pruner.earlier(prog.epoch) is not None):
         return "pruned"  # a resume after its sweep pruned it, before the run could say so
     while prog.step < prog.total_steps and not stop.agreed:
         for v1, v2 in s.pipe.epoch(prog.epoch, start=prog.step - prog.epoch * spe):
@@ -113,7 +113,8 @@ def train(s: Session, stop: StopGuard) -> str:
             if health.epoch_end(prog):  # --on-unhealthy stop: the verdict turned bad; stop as a user stop does
                 stop.agreed = True
             with clock.overhead():
-                rung = s.pruner is not None and s.pruner.is_rung(prog.epoch)  # its sweep judges it now
+                # its sweep judges it now (not at its last epoch: --max-steps or a budget may end it there)
+                rung = s.pruner is not None and s.pruner.is_rung(prog.epoch) and prog.step < prog.total_steps
                 acc = None
                 if rung or cfg.knn_every and (prog.epoch % cfg.knn_every == 0 or prog.step >= prog.total_steps):
                     acc = monitor(s)
@@ -157,7 +158,7 @@ def judged(s: Session, acc: float | None) -> bool:
         s.log.say(f"rung {d.rung} (epoch {d.epoch}): {'pruned' if prune else 'goes on'}: {d.reason}")
         if prune:
             s.log.update(note=f"pruned at epoch {d.epoch} by its sweep ({d.rule}): {d.reason}")
-    return any_rank(prune)
+    return dist.any_rank(prune)
 
 
 def diverged(value: float, step: int, saved: Saved | None) -> str:
@@ -172,14 +173,6 @@ def stop_agreed(stop: StopGuard) -> bool:
 
     A request that arrives during the all-reduce is kept for the next step's.
     """
-    stop.agreed = any_rank(stop.requested)
+    stop.agreed = dist.any_rank(stop.requested)
     return stop.agreed
 
-
-def any_rank(flag: bool) -> bool:
-    """True on every rank when ``flag`` is True on any (itself without several processes)."""
-    if not dist.is_dist():
-        return bool(flag)
-    t = torch.tensor([1.0 if flag else 0.0], device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
-    torch.distributed.all_reduce(t)
-    return bool(t.item())
