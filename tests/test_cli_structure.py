@@ -190,3 +190,22 @@ def test_the_command_line_is_one_module_per_command_group():
     assert sizes["__init__.py"] <= 120, sizes  # build_parser() and main() only
     assert not (ROOT / "core" / "evaluation" / "cli.py").exists()
     assert callable(evaluate.add_commands) and callable(studies.add_commands)
+
+
+def test_showing_a_sweep_and_the_tui_never_need_optuna(tmp_path):
+    """Optuna makes a TPE sweep's settings; nothing that shows one imports it."""
+    runs = str(tmp_path / "runs")
+    block = NO_TORCH.replace('("torch", "torchvision")', '("torch", "torchvision", "optuna")')
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    make = subprocess.run([sys.executable, "-m", "core", "sweep", "s", "--runs-dir", runs, "--grid", "lr=0.1,0.2",
+                           "--prune", "asha", "--no-start", "--", "--preset", "tiny"], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert make.returncode == 0, make.stderr
+    code = (f"from core.cli import main\nassert main(['sweep', 'show', 's', '--runs-dir', {runs!r}]) == 0\n"
+            f"assert main(['runs', '--runs-dir', {runs!r}, '--format', 'json']) == 0\n"
+            "import simclr_tui.app, simclr_tui.sweep_files, simclr_tui.screens.sweep\n"
+            "assert 'optuna' not in sys.modules and 'torch' not in sys.modules\n")
+    res = subprocess.run([sys.executable, "-c", block + code], capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "prune asha on knn_top1" in res.stdout

@@ -233,6 +233,26 @@ def test_a_pruned_sweep_decides_the_same_way_under_slurm_and_cancels_the_pruned_
             assert wait_state(job, ("finished",), 240) == "finished"
 
 
+def test_a_tpe_sweep_under_slurm_proposes_a_setting_as_each_one_ends(cluster, tmp_path):
+    done = simclr("sweep", "tp", "--sample", "3", "--sampler", "tpe", "--space", "lr=loguniform:1e-4:1e-2",
+                  "--seeds", "0,1", "--launcher", "slurm", "--", *TINY, "--epochs", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    root = tmp_path / "runs"
+    names = lambda: sorted(p.name for p in root.iterdir() if (p / "sweep.json").exists())  # noqa: E731
+    assert names() == ["tp-001-seed=0", "tp-001-seed=1"]  # TPE's one random start; the rest come later
+    want = [f"tp-00{i}-seed={s}" for i in (1, 2, 3) for s in (0, 1)]
+    end = time.time() + 300
+    while names() != want and time.time() < end:
+        time.sleep(0.5)
+    assert names() == want, names()
+    for name in want:
+        wait_state(root / name, ("finished",), 240)
+    plan = read_json(root / ".sweeps" / "tp" / "sweep.json")
+    assert plan["proposed"] == 3 and sorted(plan["proposed_after"]) == [0, 1]  # once per ended setting
+    assert all(read_json(root / n / "slurm.json").get("job_id") or read_json(root / n / "status.json")["slurm_job_id"]
+               for n in want)
+
+
 def test_stop_cancels_a_job_still_waiting(cluster, tmp_path):
     done = simclr("pretrain", *TINY, "--run-dir", "runs/w", "--launcher", "slurm",
                   "--slurm-extra=--begin=now+1hour", cwd=tmp_path)
