@@ -15,6 +15,7 @@ from core.evaluation.features import Features, FeatureSource
 from core.evaluation.job import EvalJob
 from core.evaluation.linear import LinearClassifier, LinearSettings, train_linear
 from core.evaluation.metrics import classification_report, topk_accuracy
+from core.evaluation.neighbours import add_to_tensorboard
 
 
 def load_splits(source: FeatureSource, job: EvalJob) -> tuple[Features, Features]:
@@ -97,6 +98,8 @@ def knn_eval(job: EvalJob, source: FeatureSource, k: int, temperature: float) ->
     scores = knn_predict(train.x, train.y, test.x, num_classes, k=k, temperature=temperature)
     result = classification_report(scores, test.y, classes)
     job.metric("knn/top1", result["test_top1"], 0)
+    job.when_finished("add the neighbours picture to the run's TensorBoard",
+                      lambda res: add_to_tensorboard(job.run_dir, job.name, source, train, test, res.get("pretrain_step")))
     job.progress(force=True, epoch=1, total_epochs=1)
     return {**result, "protocol": "knn", "settings": {"k": k, "temperature": temperature},
             **feature_info(train, test), "seconds_fit": round(time.perf_counter() - t0, 3),

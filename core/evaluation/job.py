@@ -50,6 +50,7 @@ class EvalJob:
         self.started = time.time()
         self.log: JobLog | None = None
         self._stop = {"stop": False, "raise": False}
+        self._when_finished: list[tuple[str, Callable[[dict[str, Any]], None]]] = []
 
     # ------------------------------------------------------------------ used by the work
     def say(self, text: str) -> None:
@@ -67,6 +68,11 @@ class EvalJob:
         self.log.update(force=force, **fields)
         if force:
             self.log.flush()
+
+    def when_finished(self, what: str, action: Callable[[dict[str, Any]], None]) -> None:
+        """Run ``action(result)`` once the job finished and its result is written (a picture for the
+        run's TensorBoard...). It never fails the job: an error is one line, ``could not <what>: ...``."""
+        self._when_finished.append((what, action))
 
     def should_stop(self) -> bool:
         return self._stop["stop"]
@@ -150,6 +156,11 @@ class EvalJob:
                       **result}
             atomic_write_json(self.result_path, result)
             self._tell_tensorboard(result)
+            for what, action in self._when_finished:
+                try:
+                    action(result)
+                except Exception as e:  # noqa: BLE001 - an extra of a finished job, never its result
+                    self.say(f"could not {what}: {one_line(e)}")
             log.end("finished", f"finished: test top-1 {result.get('test_top1', float('nan')):.4f} -> {self.result_path}",
                     phase="finished")
             return 0
