@@ -22,13 +22,26 @@ def add_commands(sub) -> None:
                    help="include the projection head (default: the encoder, whose features evaluations use)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("embed", help="the encoder's features for every image under a folder, as .npz",
+    p = sub.add_parser("embed", help="the encoder's features for a folder or the run's test split, as .npz "
+                                     "(and in TensorBoard's Projector)",
                        description="Features of every image under --data-dir (class folders D/<class>/<img> "
-                                   "give labels; any other layout is unlabelled, -1), with the run's evaluation "
-                                   "transform, in sorted path order: arrays features, paths, labels, classes.")
+                                   "give labels; any other layout is unlabelled, -1), or without --data-dir of "
+                                   "the run's own --split (default test), with the run's evaluation transform: "
+                                   "arrays features, paths, labels, classes and pca_2d (the first two principal "
+                                   "components). Without --data-dir the default --out is "
+                                   "RUN/features/map-<checkpoint>.npz, the TUI's embedding map. --tensorboard "
+                                   "also writes the embedding, labels and thumbnails into the run directory for "
+                                   "TensorBoard's Projector tab (tensorboard --logdir runs).")
     p.add_argument("--run-dir", required=True, help="the run (runs/NAME)")
-    p.add_argument("--data-dir", required=True, help="a folder of images, any layout")
-    p.add_argument("--out", required=True, help="the .npz to write (its folder must exist)")
+    p.add_argument("--data-dir", help="a folder of images, any layout (default: the run's own --split)")
+    p.add_argument("--split", default="test", choices=("test", "train"),
+                   help="without --data-dir: the run's labelled split to embed (default: test)")
+    p.add_argument("--out", help="the .npz to write (its folder must exist); default without --data-dir: "
+                                 "RUN/features/map-<checkpoint>.npz (map-train-<checkpoint>.npz for --split "
+                                 "train); with --data-dir, --out or --tensorboard is needed")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard projector data into the run directory (projector_config.pbtxt, "
+                        "projector/<name>/: features, metadata, thumbnail sprite; at most 100,000 points, sampled)")
     p.add_argument("--checkpoint", default="last", help="last (default) or epoch_NNNN")
     p.add_argument("--ema", action="store_true", help="require the EMA encoder (default: EMA if the run kept one)")
     p.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
@@ -49,12 +62,20 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    """`simclr embed --run-dir R --data-dir D --out F.npz`: features of every image under D."""
+    """`simclr embed --run-dir R [--data-dir D] [--out F.npz] [--tensorboard]`: features of every
+    image under D, or of the run's own split."""
     from core.evaluation.embed import embed
 
     s = embed(args.run_dir, args.data_dir, args.out, args.checkpoint, True if args.ema else None, args.batch_size,
-              args.device)
-    print(f"wrote {args.out}: {s['n']} x {s['dim']} features"
-          + (f", {s['classes']} classes" if s["classes"] else ", unlabelled (labels -1)")
-          + (f", {s['skipped']} unreadable file(s) skipped" if s["skipped"] else "") + f" in {s['seconds']:.1f} s")
+              args.device, tensorboard=args.tensorboard, split=args.split)
+    what = (f"{s['n']} x {s['dim']} features"
+            + (f", {s['classes']} classes" if s["classes"] else ", unlabelled (labels -1)")
+            + (f", {s['skipped']} unreadable file(s) skipped" if s["skipped"] else ""))
+    if s["out"] is not None:
+        print(f"wrote {s['out']}: {what} in {s['seconds']:.1f} s")
+    if s["projector"]:
+        pr = s["projector"]
+        print(f"wrote TensorBoard projector data {pr['name']} into {args.run_dir} ({pr['points']} points"
+              f"{'' if s['out'] is not None else ', ' + what}, {pr['thumb']} px thumbnails): "
+              f"tensorboard --logdir {Path(args.run_dir).parent}, Projector tab")
     return 0

@@ -1,4 +1,6 @@
-"""`simclr embed`: a trained encoder's features for every image under a folder, as one .npz.
+"""`simclr embed`: a trained encoder's features for every image under a folder, or for the
+run's own test (or train) split, as one .npz; with ``--tensorboard`` also in the run's
+Projector tab (``core.evaluation.projector``).
 
 Any layout: ``D/<class>/<image>`` (every image exactly one folder deep) gives each image its
 class index; anything else (a flat folder, nested ``photos/2024/a.jpg``, a mix) is unlabelled
@@ -7,7 +9,13 @@ row. Images go through the run's evaluation transform (resize the short side, ce
 normalise), batched on the run's device in fp32. Unreadable files are skipped and counted.
 
 Arrays: ``features`` (N x d float32), ``paths`` (relative to D), ``labels`` (int64, -1
-without classes), ``classes``.
+without classes), ``classes``, ``pca_2d`` (N x 2 float32, the first two principal
+components: ``core.report.embedding_map.pca_2d``).
+
+Without a folder: the run's labelled split through the evaluations' features cache
+(``features/<split>-<checkpoint>.pt``), so after a kNN or linear evaluation it reads no
+images; ``paths`` are then the image files of a folder dataset read one by one, else
+``<split>/<row>``. The default ``--out`` is ``features/map-<checkpoint>.npz``: the TUI's map.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -40,24 +49,67 @@ def list_images(root: Path) -> tuple[list[str], list[int], list[str]]:
     return paths, labels, classes
 
 
-def embed(run_dir: str | Path, data_dir: str | Path, out: str | Path, checkpoint: str = "last",
-          ema: bool | None = None, batch_size: int = 256, device: str = "auto") -> dict:
-    """Write the .npz; every check first, so bad input writes nothing. Returns a summary."""
-    from core.evaluation.export import load_encoder, run_config
-    from core.training.device import pick_device
+def embed(run_dir: str | Path, data_dir: str | Path | None, out: str | Path | None, checkpoint: str = "last",
+          ema: bool | None = None, batch_size: int = 256, device: str = "auto", tensorboard: bool = False,
+          split: str = "test", say: Callable[[str], None] = print) -> dict:
+    """Write the .npz (and with ``tensorboard`` the run's projector files); every check first,
+    so bad input writes nothing. Returns a summary.
 
-    run_dir, root, out = Path(run_dir), Path(data_dir), Path(out)
-    if out.suffix != ".npz":
+    Without ``data_dir``: the run's own labelled ``split`` (its features cache, shared with kNN
+    and linear evaluation), written by default to ``features/map-<checkpoint>.npz``
+    (``core.report.embedding_map.map_file``).
+    """
+    from core.report.embedding_map import map_file, pca_2d
+
+    run_dir = Path(run_dir)
+    default_out = out is None and data_dir is None  # features/ is made once the checks pass
+    if default_out:
+        out = map_file(run_dir, checkpoint, split)
+    if out is None and not tensorboard:
+        raise DataError("give --out F.npz, --tensorboard, or both")
+    out = None if out is None else Path(out)
+    if out is not None and out.suffix != ".npz":
         raise DataError(f"--out {out} must end in .npz (numpy's archive of the arrays)")
-    if not out.parent.is_dir():
+    if out is not None and not default_out and not out.parent.is_dir():
         raise DataError(f"the folder of --out {out} does not exist; create it or write elsewhere")
     if batch_size < 1:
         raise DataError(f"--batch-size must be at least 1 (got {batch_size})")
+    t0 = time.perf_counter()
+    if data_dir is None:
+        arrays, skipped, images, side = _embed_split(run_dir, split, checkpoint, ema, device, tensorboard, say)
+        name = f"{split}-{checkpoint}"
+    else:
+        arrays, skipped, images, side = _embed_folder(run_dir, Path(data_dir), checkpoint, ema, batch_size, device)
+        name = f"folder-{Path(data_dir).resolve().name}-{checkpoint}"
+    arrays["pca_2d"] = pca_2d(arrays["features"])
+    if out is not None:
+        out.parent.mkdir(exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}.npz")  # renamed when whole, like every run file
+        try:
+            np.savez(tmp, **arrays)
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+    shown = None
+    if tensorboard:
+        from core.evaluation.projector import write_projector
+        shown = write_projector(run_dir, name, arrays["features"], arrays["labels"], list(arrays["classes"]),
+                                list(arrays["paths"]), images, side, say=say)
+    return {"n": len(arrays["labels"]), "skipped": skipped, "dim": arrays["features"].shape[1],
+            "classes": len(arrays["classes"]), "seconds": time.perf_counter() - t0, "out": out,
+            "projector": shown}
+
+
+def _embed_folder(run_dir: Path, root: Path, checkpoint: str, ema: bool | None, batch_size: int, device: str):
+    """Features of every image under ``root``: the arrays, the unreadable count, the images."""
+    from core.evaluation.export import load_encoder, run_config
+    from core.training.device import pick_device
+
     paths, labels, classes = list_images(root)
     cfg = run_config(run_dir).replace(device=device)
     dev = pick_device(cfg)
     encoder, transform = load_encoder(run_dir, checkpoint, ema, dev)
-    feats, kept, skipped, t0 = [], [], 0, time.perf_counter()
+    feats, kept, skipped = [], [], 0
     for start in range(0, len(paths), batch_size):
         batch = []
         for i in range(start, min(start + batch_size, len(paths))):
@@ -81,11 +133,50 @@ def embed(run_dir: str | Path, data_dir: str | Path, out: str | Path, checkpoint
     arrays = dict(features=torch.cat(feats).numpy().astype(np.float32),
                   paths=np.array([paths[i] for i in kept]), labels=np.array([labels[i] for i in kept], np.int64),
                   classes=np.array(classes, dtype=str))
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}.npz")  # renamed when whole, like every run file
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return {"n": len(kept), "skipped": skipped, "dim": arrays["features"].shape[1], "classes": len(classes),
-            "seconds": time.perf_counter() - t0}
+    return arrays, skipped, (lambda k: Image.open(root / arrays["paths"][k])), cfg.image_size
+
+
+def _embed_split(run_dir: Path, split: str, checkpoint: str, ema: bool | None, device: str, need_images: bool,
+                 say: Callable[[str], None]):
+    """Features of the run's own labelled ``split``, through the evaluations' features cache."""
+    from core.evaluation.export import run_config
+    from core.evaluation.features import FeatureSource
+    from core.errors import CheckpointError, ExportError
+    from core.runs import check_checkpoint_name
+    from core.training.checkpoint import checkpoint_path
+    from core.training.data import TensorData, ensure_downloaded, has_test_split
+    from core.training.device import pick_device
+    from core.training.pipeline import augment_config, labelled_split
+
+    if split not in ("train", "test"):
+        raise DataError(f"--split must be train or test (got {split!r})")
+    cfg = run_config(run_dir).replace(device=device)
+    path = checkpoint_path(run_dir, check_checkpoint_name(checkpoint))
+    if not path.is_file():
+        saved = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.pt"))
+        raise CheckpointError(f"{path} does not exist; checkpoints of this run: {', '.join(saved) or 'none yet'}")
+    if ema and cfg.ema is None:
+        raise ExportError(f"{run_dir} kept no EMA encoder (train with --ema); leave out --ema")
+    if split == "test" and not has_test_split(cfg.dataset, cfg.data_dir):
+        raise DataError(f"{cfg.data_dir} has no test split (test/ or val/): give --data-dir, a folder of images")
+    source = FeatureSource(run_dir, checkpoint, cfg, pick_device(cfg), prefer_ema=ema is not False)
+    if need_images or not source.cache_file(split).is_file():
+        ensure_downloaded(cfg.dataset, cfg.data_dir)
+    feats = source.get(split, say)
+    n = len(feats.y)
+    paths_known = cfg.dataset == "folder" and not cfg.small_images  # read one by one, by path
+    data = labelled_split(cfg, split, views=augment_config(cfg)) if need_images or paths_known else None
+    source_files = getattr(data, "source", None)
+    if source_files is not None and len(source_files.items) == n:  # images read one by one: their paths
+        names = [source_files.items[i][0] for i in range(n)]
+    else:  # decoded into memory (unreadable files dropped): the row in the split
+        names = [f"{split}/{i}" for i in range(n)]
+
+    def image(i: int) -> Image.Image:
+        if isinstance(data, TensorData):
+            return Image.fromarray(data.images[i].permute(1, 2, 0).numpy())
+        return source_files.open(i) if source_files is not None else data.tv[i][0]
+
+    arrays = dict(features=feats.x.cpu().numpy().astype(np.float32), paths=np.array(names),
+                  labels=feats.y.cpu().numpy().astype(np.int64), classes=np.array(feats.classes, dtype=str))
+    return arrays, 0, image, cfg.image_size
