@@ -5,6 +5,7 @@
 * ``encoders``  export, embed;
 * ``runs``      note, stop, presets, runs;
 * ``evaluate``  linear-eval, knn, finetune, baseline, results;
+* ``pictures``  views (what the augmentation does);
 * ``flags``     the config flags generated from ``PretrainConfig`` and how they resolve;
 * ``common``    the parser whose errors are one line.
 
@@ -22,12 +23,12 @@ import argparse
 import sys
 from typing import Sequence
 
-from core.cli import encoders, evaluate, pretrain, runs, studies
+from core.cli import encoders, evaluate, pictures, pretrain, runs, studies
 from core.cli.common import Parser
 from core.errors import UserError
 
 #: in the order `simclr --help` lists them
-GROUPS = (pretrain, studies, encoders, runs, evaluate)
+GROUPS = (pretrain, studies, encoders, runs, evaluate, pictures)
 
 
 def build_parser() -> argparse.ArgumentParser:

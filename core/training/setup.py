@@ -21,6 +21,7 @@ from core.training.resume import read_last, restore
 from core.training.runlog import RunLog
 from core.training.session import Progress, Session
 from core.training.stopping import StopGuard
+from core.training.views_grid import log_views
 
 
 def open_session(cfg: PretrainConfig, run_dir: Path, stop: StopGuard, resume: bool = False,
@@ -65,6 +66,8 @@ def open_session(cfg: PretrainConfig, run_dir: Path, stop: StopGuard, resume: bo
 
     ckpt = read_last(run_dir) if resume else None
     log = RunLog(run_dir, cfg, enabled=dist.is_main(), argv=argv)
+    if not resume:  # what the augmentation does, once, in TensorBoard (rank 0; never fails the run)
+        log_views(log, pipe, cfg.seed)
     s = Session(cfg, device, pipe, model, optimizer, scaler, ema, Progress(total_steps=plan_steps(cfg, len(pipe))),
                 log, monitor, pruner, checkpoints=run_dir / "checkpoints")
     if ckpt is not None:
