@@ -410,9 +410,11 @@ def test_a_stop_before_the_runner_can_checkpoint_reads_stopped(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), SLURM_JOB_ID="5")
     proc = subprocess.Popen([sys.executable, "-m", "core", "slurm-job", str(run)], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(0.3)
+    first = proc.stdout.readline()  # the shell's first line: its stop handlers are in place (under any load)
+    assert "job 5 (start 1)" in first, first
     proc.send_signal(subprocess.signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
+    out = first + out
     status = read_json(run / "status.json")
     assert proc.returncode != 0 and status["state"] == "stopped", out
     assert status["note"] == "stopped before it began training" and "the run is stopped" in out

@@ -105,18 +105,6 @@ def main(job_dir: str) -> int:
     opts = SlurmOptions.from_dict(record.get("options") or {})
     job_id = os.environ.get("SLURM_JOB_ID", "?")
     restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
-    say(f"job {job_id} (start {restarts + 1}) on {os.uname().nodename}, {opts.nodes} node(s) x {opts.procs} process(es)")
-    state = (read_json(path / "status.json") or {}).get("state")
-    if record.get("kind") != "eval" and state == "finished":
-        say("the run has already finished: nothing to do")
-        return 0
-    if record.get("kind") != "eval" and state == "pruned":  # a requeue after its sweep pruned it
-        say(f"its sweep pruned the run: nothing to do (`simclr pretrain --resume {path}` trains it on)")
-        return 1
-    argv = launch_argv(opts, runner_argv(path, record))
-    env = dict(os.environ, SIMCLR_LAUNCHER="slurm")
-    if distributed(opts):  # srun copies its tasks' output into the job's output, stdout.log
-        env["SIMCLR_SLURM_OUTPUT"] = str(path / "stdout.log")
     warned = {"time": False, "sent": 0.0, "pending": False}
     child: subprocess.Popen | None = None
 
@@ -135,8 +123,20 @@ def main(job_dir: str) -> int:
         else:
             child.send_signal(signal.SIGTERM)
 
-    for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):  # before the runner starts: no stop is lost
+    for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):  # first: a stop from now on is never lost
         signal.signal(s, forward)
+    say(f"job {job_id} (start {restarts + 1}) on {os.uname().nodename}, {opts.nodes} node(s) x {opts.procs} process(es)")
+    state = (read_json(path / "status.json") or {}).get("state")
+    if record.get("kind") != "eval" and state == "finished":
+        say("the run has already finished: nothing to do")
+        return 0
+    if record.get("kind") != "eval" and state == "pruned":  # a requeue after its sweep pruned it
+        say(f"its sweep pruned the run: nothing to do (`simclr pretrain --resume {path}` trains it on)")
+        return 1
+    argv = launch_argv(opts, runner_argv(path, record))
+    env = dict(os.environ, SIMCLR_LAUNCHER="slurm")
+    if distributed(opts):  # srun copies its tasks' output into the job's output, stdout.log
+        env["SIMCLR_SLURM_OUTPUT"] = str(path / "stdout.log")
     child = subprocess.Popen(argv, env=env, preexec_fn=die_with_parent)
     if warned["pending"]:
         forward(signal.SIGTERM, None)

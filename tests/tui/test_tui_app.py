@@ -73,7 +73,8 @@ async def test_create_watch_stop_resume_evaluate(runs_dir, slow_runs):
         await wait_text(pilot, "No runs in")
         key = await launch_run(pilot, "first", epochs="3")
         assert app.screen.key == "first"
-        await wait_for(pilot, lambda: state(app, key) == "running", what="running")
+        # a real runner starts (python, torch, data): seconds on an idle machine, more under load
+        await wait_for(pilot, lambda: state(app, key) == "running", timeout=60, what="running")
         # the loss panel updates as the run logs
         plot = app.screen.query_one("#plot-loss", MetricPlot)
         await wait_for(pilot, lambda: plot.lines and len(plot.lines[0].ys) >= 3, what="loss points")
@@ -84,7 +85,7 @@ async def test_create_watch_stop_resume_evaluate(runs_dir, slow_runs):
         await pilot.press("x")
         await wait_for(pilot, lambda: state(app, key) == "stopped", what="stopped")
         await pilot.press("r")
-        await wait_for(pilot, lambda: state(app, key) == "running", what="running again")
+        await wait_for(pilot, lambda: state(app, key) == "running", timeout=60, what="running again")
         await wait_for(pilot, lambda: state(app, key) == "finished", timeout=30, what="finished")
 
         await pilot.press("e")
