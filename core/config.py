@@ -160,6 +160,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         epochs=2, subset=256, optimizer="adam", lr=1e-3, lr_scaling="none", warmup_epochs=0,
         knn_every=1, knn_k=20, checkpoint_every=1,
     ),
+    # `tiny` on 8x the images, batch 64, 3 epochs: still seconds, and its curves go the right
+    # way (kNN top-1 rose every epoch for seeds 0-2; tiny's falls as it trains on 256 images)
+    "demo": dict(
+        dataset="synthetic", backbone="resnet18", width=8, image_size=16, batch_size=64,
+        epochs=3, subset=2048, optimizer="adam", lr=1e-3, lr_scaling="none", warmup_epochs=0,
+        knn_every=1, knn_k=20, checkpoint_every=1,
+    ),
 }
 
 PRESET_NOTES: dict[str, str] = {
@@ -167,7 +174,8 @@ PRESET_NOTES: dict[str, str] = {
     "stl10-resnet18": "STL-10 unlabeled+train at 96 px, blur on, s=1.0",
     "imagenet128-resnet50": "ImageNet-style class folders at 128 px, ResNet-50, LARS 0.075 sqrt(B), t=0.1",
     "cifar10-cpu": "most learning in 10 minutes on two CPU cores (see docs/PRESETS.md)",
-    "tiny": "seconds-long synthetic run for demos and tests",
+    "tiny": "seconds-long synthetic run for tests",
+    "demo": "a synthetic run of seconds whose loss falls and kNN accuracy rises (simclr-tui --demo)",
 }
 
 

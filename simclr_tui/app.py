@@ -103,8 +103,8 @@ class SimclrApp(App):
                         timeout=30)
         self._start_poll()
         if self.demo:
-            name = generate_run_name(self.runs_dir, "demo", "tiny")
-            self.launch("demo run", self.launcher.pretrain, name, ["--preset", "tiny"])
+            name = generate_run_name(self.runs_dir, "demo", "synthetic")
+            self.launch("demo run", self.launcher.pretrain, name, ["--preset", "demo"])
 
     def on_unmount(self) -> None:
         self.tensorboard.stop()  # runs keep going: they are in their own sessions

@@ -103,6 +103,19 @@ def test_presets_listed():
         assert name in out.stdout
 
 
+def test_the_demo_presets_curves_go_the_right_way(tmp_path):
+    """simclr-tui --demo's run: its kNN monitor rises and its loss falls (tiny's kNN falls)."""
+    run = tmp_path / "demo"
+    res = run_cli("pretrain", "--preset", "demo", "--checkpoint-every", "0", "--run-dir", str(run), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    records = read_metrics(run / "metrics.jsonl")[0]
+    knn = [r["value"] for r in records if r["tag"] == "knn/top1"]
+    loss = [r["value"] for r in records if r["tag"] == "train/loss"]
+    third = len(loss) // 3
+    assert len(knn) == 3 and knn[-1] > knn[0] + 0.03, knn
+    assert sum(loss[-third:]) / third < sum(loss[:third]) / third
+
+
 def test_config_file_and_flags_resolve_in_order(tmp_path):
     (tmp_path / "c.yaml").write_text("preset: tiny\nlr: 0.002\ntemperature: 0.2\n")
     args = cli.build_parser().parse_args(["pretrain", "--config", str(tmp_path / "c.yaml"), "--temperature", "0.3"])

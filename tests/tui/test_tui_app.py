@@ -355,9 +355,9 @@ async def test_demo_starts_a_tiny_run_and_shows_it(runs_dir, fast_runs):
     app = app_for(runs_dir, demo=True)
     async with app.run_test(size=SIZE) as pilot:
         detail = await wait_screen(pilot, RunDetailScreen, "#plot-loss")
-        assert detail.key.startswith("demo-tiny-")
+        assert detail.key.startswith("demo-synthetic-")
         cfg = await wait_for(pilot, lambda: app.runs.get(detail.key) and app.runs[detail.key].config, what="config")
-        assert cfg["dataset"] == "synthetic" and cfg["epochs"] == 2  # preset tiny
+        assert cfg["dataset"] == "synthetic" and cfg["epochs"] == 3 and cfg["subset"] == 2048  # preset demo
 
 
 
