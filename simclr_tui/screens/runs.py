@@ -325,7 +325,10 @@ class RunsScreen(LiveScreen):
         self.refresh_runs()
 
     def action_compare(self) -> None:
-        self.app.compare(self.targets() if len(self.selected) >= 2 else self.selected)
+        """The selected runs side by side; on a sweep's group row with nothing selected, that
+        sweep's members (its settings, grouped over seeds)."""
+        on_group = not self.selected and bool(group_key(self.cursor_key() or ""))
+        self.app.compare(self.targets() if len(self.selected) >= 2 or on_group else self.selected)
 
     def action_stop(self) -> None:
         self.app.stop_runs(self.targets())

@@ -176,6 +176,12 @@ async def test_sweep_group_row_summarises_collapses_and_selects(queue_dir):
         await pilot.press("enter")
         await wait_for(pilot, lambda: not any(m in screen._order for m in members), what="collapsed again")
 
+        assert not screen.selected
+        await pilot.press("c")  # on the group row, nothing selected: that sweep's settings
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "CompareScreen", what="compare the sweep")
+        assert sorted(app.screen.keys) == sorted(members)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is screen, what="back")
         await pilot.press("space")
         assert screen.selected == set(members)
         await pilot.press("c")  # compares the whole sweep
