@@ -352,6 +352,14 @@ def test_run_ending_mid_epoch_scores_the_final_encoder_at_its_fractional_epoch(t
     records, _ = read_metrics(run / "metrics.jsonl")
     assert [(r["step"], r["epoch"]) for r in records if r["tag"] == "knn/top1"] == [(8, 1.0), (12, 1.5)]
     assert load_checkpoint(run / "checkpoints" / "last.pt")["progress"]["step"] == 12
+    # its status says how far into the epoch it ended: 1.5 of 2 epochs, and a run shorter than an
+    # epoch 0.375 of 1, not 0 of 1 (simclr runs and the TUI show it)
+    status = read_json(run / "status.json")
+    assert (status["epoch"], status["total_epochs"], status["step"]) == (1.5, 2, 12)
+    short = tmp_path / "s"
+    assert run_cli("pretrain", *TINY, "--max-steps", "3", "--run-dir", str(short), cwd=tmp_path).returncode == 0
+    listed = json.loads(run_cli("runs", "--runs-dir", str(tmp_path), "--format", "json", cwd=tmp_path).stdout)
+    assert [(r["epoch"], r["total_epochs"]) for r in listed if r["path"].endswith("/s")] == [(0.375, 1)]
 
 
 @pytest.mark.parametrize("max_steps, rated_at", [(4, [4]), (11, [8, 11]), (8, [8]), (20, [8, 16, 20])])

@@ -137,8 +137,13 @@ class RunLog(JobLog):
         self.say(f"epoch {prog.epoch} done: step {prog.step}/{prog.total_steps}, loss {self._loss_ema:.4f}, "
                  f"{elapsed / 60:.1f} min elapsed")
 
-    def finish(self, state: str, prog) -> None:
-        self.end(state, f"{state} at step {prog.step}", step=prog.step, epoch=prog.epoch, total_steps=prog.total_steps)
+    def finish(self, state: str, prog, steps_per_epoch: int | None = None) -> None:
+        """The run's last word. One that ended inside an epoch (``--max-steps``, a time budget,
+        a stop) says how far into it: ``epoch`` 0.25 of 1, not 0 of 1."""
+        epoch = prog.epoch
+        if steps_per_epoch and prog.step != prog.epoch * steps_per_epoch:
+            epoch = round(prog.step / steps_per_epoch, 3)
+        self.end(state, f"{state} at step {prog.step}", step=prog.step, epoch=epoch, total_steps=prog.total_steps)
         self.tell_tensorboard()
 
     def fail(self, error: str) -> None:
