@@ -110,6 +110,10 @@ def test_the_grid_png_has_a_row_per_image_and_the_originals_first(tmp_path):
     train = load_tensor_split("synthetic", "data", "train", 16, seed=4).images[:256]
     assert torch.equal(c[:, 0], train[pick(256, 5, seed=4)].int())
     assert not [p for p in tmp_path.iterdir() if p.name != "grid.png"]  # no temporary file left
+    big = tmp_path / "big.png"  # --scale 3: every pixel a sharp 3 x 3 block of the same grid
+    assert cli.main(["views", "--preset", "tiny", "--n", "5", "--views", "3", "--seed", "4", "--scale", "3",
+                     "--out", str(big)]) == 0
+    assert np.array_equal(np.asarray(Image.open(big)), np.asarray(Image.open(out)).repeat(3, 0).repeat(3, 1))
 
 
 def test_a_zip_of_class_folders_works_and_the_seed_decides_the_picture(tmp_path):
@@ -130,6 +134,7 @@ def test_a_zip_of_class_folders_works_and_the_seed_decides_the_picture(tmp_path)
     (["--preset", "tiny", "--n", "65"], "--n 65"),
     (["--preset", "tiny", "--views", "0"], "--views 0"),
     (["--preset", "tiny", "--views", "17"], "--views 17"),
+    (["--preset", "tiny", "--scale", "9"], "--scale must be 1 to 8"),
     (["--dataset", "folder", "--data-dir", "MISSING"], "does not exist"),
     (["--dataset", "folder", "--data-dir", "EMPTY"], "no images found"),
     (["--preset", "tiny", "--jitter-strength", "5"], "--jitter-strength"),

@@ -29,6 +29,8 @@ def add_views(sub) -> None:
     add_source_flags(p)
     p.add_argument("--n", type=int, default=8, help="images, one a row (1-64; default: 8)")
     p.add_argument("--views", type=int, default=4, help="views of each image (1-16; default: 4)")
+    p.add_argument("--scale", type=int, default=1, help="enlarge the grid K times, pixels kept sharp (1-8; default: "
+                                                         "1, the configured size; 32 px images are small on a page)")
     p.add_argument("--out", required=True, help="the .png to write (its folder must exist)")
     add_config_flags(p)
     p.set_defaults(func=cmd_views)
@@ -43,14 +45,18 @@ def cmd_views(args: argparse.Namespace) -> int:
     from core.training.views_grid import GAP, check_counts, check_data, views_grid, write_png
 
     check_counts(args.n, args.views)
+    if not 1 <= args.scale <= 8:
+        raise UsageError(f"--scale must be 1 to 8 (got {args.scale})")
     check_data(cfg)
     device = "cpu"
     if args.device is not None:  # asked for: draw there (the random numbers differ between device types)
         from core.training.device import pick_device
         device = pick_device(cfg)
     grid = views_grid(cfg, args.n, args.views, device=device)
-    write_png(grid, out)
     rows = (grid.shape[1] + GAP) // (cfg.image_size + GAP)
+    if args.scale > 1:  # nearest neighbour: every pixel an exact K x K block
+        grid = grid.repeat_interleave(args.scale, 1).repeat_interleave(args.scale, 2)
+    write_png(grid, out)
     print(f"wrote {out}: {rows} image(s) of {cfg.dataset} and {args.views} view(s) of each at {cfg.image_size} px "
           f"({grid.shape[2]}x{grid.shape[1]}), seed {cfg.seed}")
     return 0
