@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Grid, VerticalScroll
+from textual import on
+from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 
 from .. import fmt
@@ -24,6 +25,7 @@ from ..export import csv_table, export_stem, latex_table, markdown_table, write_
 from ..groups import NOT_A_SETTING, Group, differing_keys, group_runs, is_grouped, states
 from ..series import smooth
 from ..store import RunView
+from ..widgets.embedding_map import EmbeddingView
 from ..widgets.plot import COLOURS, Line, MetricPlot
 from .live import LiveScreen
 
@@ -76,6 +78,7 @@ class CompareScreen(LiveScreen):
     """
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "app.pop_screen", "Back"),
                 Binding("1", "tab('summary')", "Summary"), Binding("2", "tab('curves')", "Curves"),
+                Binding("3", "tab('maps')", "Maps", show=False),
                 Binding("m", "toggle_seeds", "Mean/seeds"),
                 Binding("E", "export", "Export", key_display="E")]
 
@@ -104,6 +107,9 @@ class CompareScreen(LiveScreen):
             with TabPane("Curves", id="curves"), Grid(id="compare-plots"):
                 yield MetricPlot("training loss (smoothed)", id="cmp-loss")
                 yield MetricPlot("top-1 accuracy %", id="cmp-acc")
+            with TabPane("Maps", id="maps"), Horizontal(id="compare-maps"):  # the first two runs' maps
+                yield EmbeddingView(id="map-0")
+                yield EmbeddingView(id="map-1")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -126,6 +132,14 @@ class CompareScreen(LiveScreen):
 
     def action_tab(self, tab: str) -> None:
         self.query_one("#compare-tabs", TabbedContent).active = tab
+
+    @on(TabbedContent.TabActivated, "#compare-tabs")
+    def _tab_opened(self, event: TabbedContent.TabActivated) -> None:
+        """The embedding maps of the first two runs (an evaluation job: its run's), side by side."""
+        if event.pane.id == "maps":
+            runs = list(dict.fromkeys(k.split("/eval/")[0] for k in self.keys))[:2]
+            for i, key in enumerate(runs):
+                self.query_one(f"#map-{i}", EmbeddingView).load(key)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """`m` is offered (and shown in the footer) only while some runs form a group."""

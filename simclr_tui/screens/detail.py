@@ -22,8 +22,11 @@ from textual.widgets import (
 
 from .. import fmt
 from ..series import SeriesData, smooth, sparkline
+from ..pictures import cache_path, neighbours_args, run_views_args
 from ..store import RunDetail, RunView
+from ..widgets.embedding_map import EmbeddingView
 from ..widgets.log_tail import LogTail
+from ..widgets.picture import Picture
 from ..widgets.plot import Line, MetricPlot
 from .live import LiveScreen
 
@@ -84,6 +87,10 @@ class RunDetailScreen(LiveScreen):
         Binding("2", "tab('log')", "Log", show=False),
         Binding("3", "tab('config')", "Config", show=False),
         Binding("4", "tab('checkpoints')", "Checkpoints", show=False),
+        Binding("5", "tab('views')", "Views", show=False),
+        Binding("6", "tab('neighbours')", "Neighbours", show=False),
+        Binding("7", "tab('embedding')", "Embedding", show=False),
+        Binding("n", "other_queries", "Other queries", show=False),
     ]
 
     def __init__(self, key: str) -> None:
@@ -92,6 +99,7 @@ class RunDetailScreen(LiveScreen):
         self.family = job_family(key)
         self._config_shown: object = None
         self._ckpts_shown: object = None
+        self.neighbours_seed = 0  # n draws other queries
         self.sub_title = key
 
     @property
@@ -115,6 +123,13 @@ class RunDetailScreen(LiveScreen):
                 yield DataTable(id="config-table", cursor_type="row", zebra_stripes=True)
             with TabPane("Checkpoints", id="checkpoints"):
                 yield DataTable(id="ckpt-table", cursor_type="row", zebra_stripes=True)
+            if self.family == "pretrain":  # pictures of the run: made when their tab opens
+                with TabPane("Views", id="views"):
+                    yield Picture(id="views-picture", classes="tab-picture")
+                with TabPane("Neighbours", id="neighbours"):
+                    yield Picture(id="neighbours-picture", classes="tab-picture")
+                with TabPane("Embedding", id="embedding"):
+                    yield EmbeddingView(id="embedding-map")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -238,8 +253,44 @@ class RunDetailScreen(LiveScreen):
             saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.mtime))
             table.add_row(c.name, f"{c.size / 1e6:.1f} MB", saved, key=c.name)
 
+    # .................................................................. pictures
+    @on(TabbedContent.TabActivated, "#tabs")
+    def _tab_opened(self, event: TabbedContent.TabActivated) -> None:
+        self._pictures(event.pane.id or "")
+
+    def _pictures(self, tab: str) -> None:
+        """Draw the open tab's picture (in a worker; a cached one at once)."""
+        run_dir = self.app.runs_dir / self.key
+        if tab == "views":
+            args = run_views_args(run_dir)
+            out = cache_path(self.app.runs_dir, "views-run", args, (run_dir / "config.json",))
+            self.query_one("#views-picture", Picture).request(
+                args, out, "Views: 6 training images × 4 augmented views, as this run's config draws them")
+        elif tab == "neighbours":
+            seed = self.neighbours_seed
+            args = neighbours_args(run_dir, seed)
+            out = cache_path(self.app.runs_dir, "neighbours", args, (run_dir / "checkpoints" / "last.pt",))
+            self.query_one("#neighbours-picture", Picture).request(
+                args, out, f"Neighbours: 6 test queries (seed {seed}) and their 6 nearest training images "
+                           f"· n: other queries", waiting="embedding (simclr neighbours)…")
+        elif tab == "embedding":
+            self.query_one("#embedding-map", EmbeddingView).load(self.key)
+
+    def action_other_queries(self) -> None:
+        """Six other test queries for the Neighbours tab (the next seed)."""
+        if self.family != "pretrain":
+            return
+        self.neighbours_seed += 1
+        tabs = self.query_one("#tabs", TabbedContent)
+        if tabs.active == "neighbours":
+            self._pictures("neighbours")
+        else:
+            tabs.active = "neighbours"  # drawn by _tab_opened
+
     # .................................................................. actions
     def action_tab(self, tab: str) -> None:
+        if tab in ("views", "neighbours", "embedding") and self.family != "pretrain":
+            return
         self.query_one("#tabs", TabbedContent).active = tab
 
     def action_stop(self) -> None:

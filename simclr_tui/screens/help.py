@@ -35,6 +35,8 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
     ]),
     ("Run detail", [
         ("1 2 3 4", "curves, log, config, checkpoints"),
+        ("5 6 7", "pictures: augmented views, nearest neighbours, embedding map"),
+        ("n", "the Neighbours tab: other queries (the next seed)"),
         ("x r e d", "stop (a queued run: cancel), resume, evaluate, delete"),
         ("N", "edit the note and tags"),
         ("enter", "on the Checkpoints tab: evaluate that checkpoint"),
@@ -49,7 +51,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ("esc", "cancel"),
     ]),
     ("Compare", [
-        ("1 2", "summary (groups of seeds: mean ± std, n), curves"),
+        ("1 2 3", "summary (groups of seeds: mean ± std, n), curves, the first two runs' embedding maps"),
         ("m", "grouped curves: mean ± std band / one line per seed"),
         ("E", "export CSV, markdown and LaTeX to <runs>/exports/"),
     ]),

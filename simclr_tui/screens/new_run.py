@@ -39,6 +39,7 @@ from ..launcher import display_command
 from ..widgets.config_field import ConfigField
 from ..widgets.queue_section import SECTION_HELP, QueueSection
 from ..widgets.slurm_section import SlurmSection
+from ..widgets.views_panel import ViewsPanel
 
 NO_PRESET = "-"
 
@@ -120,6 +121,8 @@ class NewRunScreen(Screen):
                 yield Static(title, classes="group-title")
                 for spec in specs:
                     yield ConfigField(spec, values[spec.name])
+                if title == "Augmentation":  # what these fields do to a few images, redrawn as they change
+                    yield ViewsPanel(id="views-panel")
             yield QueueSection(id="queue-section")
         yield Static(id="field-help", markup=False)
         yield Static(id="form-error", markup=False)
@@ -263,6 +266,7 @@ class NewRunScreen(Screen):
             self._show_help()
         self.query_one("#command", Static).update(
             f"$ {self.command}" if self.config is not None else "fix the error above to see the command")
+        self.query_one(ViewsPanel).show_config(self.config)
         return self.error is None
 
     # .................................................................. events

@@ -11,6 +11,12 @@ import pytest
 from core.runs import LIVE_STATES, effective_state, read_status
 
 
+@pytest.fixture(autouse=True)
+def half_blocks(monkeypatch):
+    """Pictures as colour half blocks, whatever terminal runs the tests (snapshots stay put)."""
+    monkeypatch.setenv("SIMCLR_TUI_IMAGES", "halfcell")
+
+
 @pytest.fixture
 def runs_dir(tmp_path: Path):
     """A fresh runs directory; any run still alive afterwards is killed (runs outlive apps)."""

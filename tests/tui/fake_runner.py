@@ -3,7 +3,8 @@
 Used by the fast UI tests: `python fake_runner.py pretrain --run-dir DIR [--preset P]
 [--config FILE] [--flag value ...]` (the queue worker starts a queued run with `--config
 DIR/config.json`), `pretrain --resume DIR`, and `linear-eval|finetune|knn --run-dir DIR
-[--checkpoint C] [--label-fraction F]`. It writes config.json, status.json (heartbeat),
+[--checkpoint C] [--label-fraction F]`; `views`, `neighbours` and `embed` are
+fake_pictures.py's. It writes config.json, status.json (heartbeat),
 metrics.jsonl, stdout.log lines and checkpoints/last.pt, and on SIGTERM checkpoints and
 writes `stopped`. Speed: FAKE_STEP_SECONDS (default 0.02 s per step),
 FAKE_STEPS_PER_EPOCH (default 5).
@@ -148,6 +149,10 @@ def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__)
         return 2
+    if argv[0] in ("views", "neighbours", "embed"):
+        import fake_pictures  # noqa: PLC0415 (tests/tui, next to this file)
+
+        return fake_pictures.main(argv)
     cmd, flags = argv[0], parse_flags(argv[1:])
     if cmd == "pretrain":
         return pretrain(flags)
