@@ -221,3 +221,19 @@ def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path, capsys):
     assert sorted(p.name for p in bare.iterdir()) == ["config.json"]
     assert not list((tmp_path / "empty").iterdir())
     assert not (run / "features" / "map-epoch_0009.npz").exists()
+
+
+def test_knn_projector_writes_the_map_and_the_projector_after_the_evaluation(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    argv = [sys.executable, "-m", "core", "pretrain", "--preset", "tiny", "--epochs", "1", "--max-steps", "2",
+            "--knn-every", "0", "--run-dir", str(runs / "k")]
+    assert subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=300).returncode == 0
+    run = runs / "k"
+    assert main(["knn", "--run-dir", str(run), "--k", "10", "--data-dir", str(tmp_path), "--projector"]) == 2
+    assert "--projector maps the run's own test split" in capsys.readouterr().err
+    assert main(["knn", "--run-dir", str(run), "--k", "10", "--projector"]) == 0
+    assert (run / "eval" / "knn-last.json").is_file() and map_file(run).is_file()
+    run_names, get = tensorboard_views(runs)
+    assert "k" in run_names and all(not n.startswith("k/projector") for n in run_names)
+    (info,) = json.loads(get("/info", run="k"))["embeddings"]
+    assert info["tensorName"] == "test-last" and int(info["tensorShape"][0]) == len(read_map(map_file(run)).labels)

@@ -80,6 +80,9 @@ def add_commands(sub) -> None:
     add_target_flags(p, other_data=True)
     p.add_argument("--k", type=int, default=200, help="neighbours (default: 200)")
     p.add_argument("--temperature", type=float, default=0.1, help="vote temperature T (default: 0.1)")
+    p.add_argument("--projector", action="store_true",
+                   help="then write the test embedding for TensorBoard's Projector tab and the TUI's map, from the "
+                        "features this evaluation computed (as `simclr embed --run-dir R --tensorboard`)")
     add_launcher_flags(p)
     p.set_defaults(func=cmd_knn)
 
@@ -286,11 +289,20 @@ def cmd_knn(args: argparse.Namespace) -> int:
         raise _usage(f"--k must be at least 1 (got {args.k})")
     if not args.temperature > 0:
         raise _usage(f"--temperature must be positive (got {args.temperature})")
+    if args.projector and (getattr(args, "dataset", None) or getattr(args, "data_dir", None)):
+        raise UsageError("--projector maps the run's own test split; leave out --dataset/--data-dir, or use "
+                         "`simclr embed --run-dir R --data-dir D --tensorboard` for another folder")
     t = resolve_target(args, "knn")
     if submitted(args, t, eval_job_name("knn", t.checkpoint, t.dataset_tag)):
         return 0
     source = feature_source(t)
     job = EvalJob(t.run_dir, eval_job_name("knn", t.checkpoint, t.dataset_tag), "knn", t.checkpoint)
+    if args.projector:
+        from core.evaluation.embed import embed
+
+        job.when_finished("write the test embedding for TensorBoard's projector",
+                          lambda res: embed(t.run_dir, None, None, t.checkpoint, tensorboard=True, split="test",
+                                            device=source.device.type, say=job.say))
     return job.run(lambda j: knn_eval(j, source, args.k, args.temperature))
 
 
