@@ -38,8 +38,9 @@ from .configform import GROUPS, to_text
 IMAGES_ENV = "SIMCLR_TUI_IMAGES"
 MODES = ("auto", "kitty", "sixel", "halfcell", "none")
 CACHE = ".tui-cache"  # under the runs directory (listed by nothing: it holds no status.json)
-#: seconds a picture command may take (a views grid: ~5 s, mostly importing torch)
-TIMEOUT = 300.0
+#: seconds a picture command may take (a views grid: ~5 s, mostly importing torch; the first
+#: neighbours or map of a large dataset encodes it, once, into the run's features cache)
+TIMEOUT = 1800.0
 #: the config fields that change the augmented views: the Augmentation group of the form,
 #: the data and the image size, and crop or grayscale settings wherever they are listed
 VIEW_FIELDS_BASE = ("dataset", "data_dir", "subset", "image_size")
@@ -117,13 +118,20 @@ def run_views_args(run_dir: Path) -> list[str]:
     return ["views", "--config", str(run_dir / "config.json"), "--n", "6", "--views", "4"]
 
 
-def neighbours_args(run_dir: Path, seed: int) -> list[str]:
-    return ["neighbours", "--run-dir", str(run_dir), "--queries", "6", "--k", "6", "--seed", str(seed)]
+def picture_device(views) -> str:
+    """Where a picture's features are computed: on the CPU while a run trains on this machine
+    (a picture must never take a training run's GPU memory), else wherever core picks."""
+    return "cpu" if any(getattr(v, "state", None) in ("starting", "running") for v in views) else "auto"
 
 
-def embed_map_args(run_dir: Path) -> list[str]:
+def neighbours_args(run_dir: Path, seed: int, device: str = "auto") -> list[str]:
+    return ["neighbours", "--run-dir", str(run_dir), "--queries", "6", "--k", "6", "--seed", str(seed),
+            "--device", device]
+
+
+def embed_map_args(run_dir: Path, device: str = "auto") -> list[str]:
     """The run's test split embedded, with its 2-D map; written to `map_path` by core itself."""
-    return ["embed", "--run-dir", str(run_dir), "--split", "test", "--checkpoint", "last"]
+    return ["embed", "--run-dir", str(run_dir), "--split", "test", "--checkpoint", "last", "--device", device]
 
 
 def cache_path(runs_dir: Path, stem: str, args: list[str], depends: tuple[Path, ...] = (), suffix: str = ".png") -> Path:
@@ -149,6 +157,12 @@ class Made:
     cached: bool = False
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM (core's picture commands then remove their temporary files), SIGKILL 2 s later."""
+    proc.terminate()
+    threading.Timer(2.0, lambda: proc.poll() is None and proc.kill()).start()
+
+
 class PictureJob:
     """One picture command in flight; `cancel()` (from any thread) ends it early."""
 
@@ -162,7 +176,7 @@ class PictureJob:
             self.cancelled = True
             proc = self._proc
         if proc is not None and proc.poll() is None:
-            proc.kill()
+            stop(proc)
 
     def run(self, program: list[str], args: list[str], out: Path, timeout: float = TIMEOUT, *,
             reuse: bool = True, pass_out: bool = True) -> Made:
@@ -189,7 +203,7 @@ class PictureJob:
         try:
             stdout, stderr = self._proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self._proc.kill()
+            stop(self._proc)
             self._proc.communicate()
             return Made(None, f"`simclr {args[0]}` did not finish within {timeout:.0f} s")
         code = self._proc.returncode
@@ -216,14 +230,24 @@ def map_path(runs_dir: Path, key: str) -> Path:
 
 
 def map_is_fresh(path: Path, run_dir: Path) -> bool:
+    """The map was made from the run's current last.pt: the checkpoint stamp `simclr embed`
+    records in it (size and mtime_ns) is the file's now. A map without one (older) is fresh
+    when it is newer than the checkpoint."""
     try:
         made = path.stat().st_mtime
     except OSError:
         return False
     try:
-        return made >= (run_dir / "checkpoints" / "last.pt").stat().st_mtime
+        st = (run_dir / "checkpoints" / "last.pt").stat()
     except OSError:
         return True  # no checkpoint to be newer than it
+    try:
+        with np.load(path) as data:
+            if "checkpoint_stamp" in data.files:
+                return [int(v) for v in data["checkpoint_stamp"]] == [st.st_size, st.st_mtime_ns]
+    except (OSError, ValueError):
+        return False
+    return made >= st.st_mtime
 
 
 @dataclass(frozen=True)

@@ -64,8 +64,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_embed(args: argparse.Namespace) -> int:
     """`simclr embed --run-dir R [--data-dir D] [--out F.npz] [--tensorboard]`: features of every
     image under D, or of the run's own split."""
+    from core.cli.common import end_on_sigterm
     from core.evaluation.embed import embed
 
+    end_on_sigterm()
     s = embed(args.run_dir, args.data_dir, args.out, args.checkpoint, True if args.ema else None, args.batch_size,
               args.device, tensorboard=args.tensorboard, split=args.split)
     what = (f"{s['n']} x {s['dim']} features"

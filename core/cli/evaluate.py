@@ -301,8 +301,8 @@ def cmd_knn(args: argparse.Namespace) -> int:
         from core.evaluation.embed import embed
 
         job.when_finished("write the test embedding for TensorBoard's projector",
-                          lambda res: embed(t.run_dir, None, None, t.checkpoint, tensorboard=True, split="test",
-                                            device=source.device.type, say=job.say))
+                          lambda res: embed(t.run_dir, None, None, t.checkpoint, None if t.prefer_ema else False,
+                                            tensorboard=True, split="test", device=str(source.device), say=job.say))
     return job.run(lambda j: knn_eval(j, source, args.k, args.temperature))
 
 

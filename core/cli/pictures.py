@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from core.cli.common import end_on_sigterm
 from core.cli.flags import add_config_flags, add_source_flags, resolve_config
 from core.errors import UsageError
 
@@ -38,15 +39,24 @@ def add_views(sub) -> None:
 
 def cmd_views(args: argparse.Namespace) -> int:
     """`simclr views [--preset P | --config F | pretrain flags] --data-dir D --out grid.png`."""
+    end_on_sigterm()
     cfg = resolve_config(args)
     out = Path(args.out)
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: the folder {out.parent} does not exist")
+    if out.is_dir() or out.suffix.lower() != ".png":
+        raise UsageError(f"--out {out}: give the .png file to write (not a folder, not another format)")
     from core.training.views_grid import GAP, check_counts, check_data, views_grid, write_png
+
+    MAX_SIDE = 16384  # noqa: N806 - a picture, not a memory test: past this, say so
 
     check_counts(args.n, args.views)
     if not 1 <= args.scale <= 8:
         raise UsageError(f"--scale must be 1 to 8 (got {args.scale})")
+    side = max(args.n, 1 + args.views) * (cfg.image_size + GAP) * args.scale
+    if side > MAX_SIDE:
+        raise UsageError(f"--scale {args.scale}: the grid would be about {side} px a side (at most {MAX_SIDE}); "
+                         f"lower --scale, --n or --views")
     check_data(cfg)
     device = "cpu"
     if args.device is not None:  # asked for: draw there (the random numbers differ between device types)
@@ -90,6 +100,7 @@ def cmd_neighbours(args: argparse.Namespace) -> int:
     """`simclr neighbours --run-dir R [--data-dir D] [--queries 8] [--k 8] [--seed S] --out nn.png`."""
     from core.evaluation.neighbours import neighbours
 
+    end_on_sigterm()
     grid = neighbours(args.run_dir, args.out, args.checkpoint, args.data_dir, args.queries, args.k, args.seed,
                       args.device, args.prefer_ema)
     marks = [m for row in grid.marks() for m in row]

@@ -75,6 +75,7 @@ def embed(run_dir: str | Path, data_dir: str | Path | None, out: str | Path | No
     if batch_size < 1:
         raise DataError(f"--batch-size must be at least 1 (got {batch_size})")
     t0 = time.perf_counter()
+    stamp = _checkpoint_stamp(run_dir, checkpoint)  # before it is read: a newer last.pt makes this map stale
     if data_dir is None:
         arrays, skipped, images, side = _embed_split(run_dir, split, checkpoint, ema, device, tensorboard, say)
         name = f"{split}-{checkpoint}"
@@ -82,6 +83,8 @@ def embed(run_dir: str | Path, data_dir: str | Path | None, out: str | Path | No
         arrays, skipped, images, side = _embed_folder(run_dir, Path(data_dir), checkpoint, ema, batch_size, device)
         name = f"folder-{Path(data_dir).resolve().name}-{checkpoint}"
     arrays["pca_2d"] = pca_2d(arrays["features"])
+    if stamp is not None:
+        arrays["checkpoint_stamp"] = np.array(stamp, np.int64)
     if out is not None:
         out.parent.mkdir(exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp{os.getpid()}.npz")  # renamed when whole, like every run file
@@ -98,6 +101,17 @@ def embed(run_dir: str | Path, data_dir: str | Path | None, out: str | Path | No
     return {"n": len(arrays["labels"]), "skipped": skipped, "dim": arrays["features"].shape[1],
             "classes": len(arrays["classes"]), "seconds": time.perf_counter() - t0, "out": out,
             "projector": shown}
+
+
+def _checkpoint_stamp(run_dir: Path, checkpoint: str) -> list[int] | None:
+    """The checkpoint file's size and mtime_ns, or None when it cannot be read (checked later)."""
+    from core.training.checkpoint import checkpoint_path
+
+    try:
+        st = checkpoint_path(run_dir, checkpoint).stat()
+    except (OSError, ValueError):
+        return None
+    return [st.st_size, st.st_mtime_ns]
 
 
 def _embed_folder(run_dir: Path, root: Path, checkpoint: str, ema: bool | None, batch_size: int, device: str):

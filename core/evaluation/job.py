@@ -157,6 +157,7 @@ class EvalJob:
             atomic_write_json(self.result_path, result)
             self._tell_tensorboard(result)
             for what, action in self._when_finished:
+                log.update(phase=what)  # the result is written; the job still works (and beats)
                 try:
                     action(result)
                 except Exception as e:  # noqa: BLE001 - an extra of a finished job, never its result

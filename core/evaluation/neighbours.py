@@ -248,8 +248,8 @@ def neighbours(run_dir: str | Path, out: str | Path, checkpoint: str = "last", d
         raise UsageError(f"--queries must be at least 1 (got {queries})")
     if k < 1:
         raise UsageError(f"--k must be at least 1 (got {k})")
-    if out.suffix.lower() != ".png":
-        raise UsageError(f"--out {out} must end in .png")
+    if out.suffix.lower() != ".png" or out.is_dir():
+        raise UsageError(f"--out {out} must be a .png file to write (not a folder)")
     if not out.parent.is_dir():
         raise UsageError(f"the folder of --out {out} does not exist; create it or write elsewhere")
     query_dir = None
@@ -270,6 +270,9 @@ def neighbours(run_dir: str | Path, out: str | Path, checkpoint: str = "last", d
     bank = source.get("train", say)
     if query_dir is None:
         test = source.get("test", say)
+        if bank.classes and test.classes and bank.classes != test.classes:  # labels index different lists
+            raise DataError(f"the train and test splits have different classes ({len(bank.classes)} vs "
+                            f"{len(test.classes)}); every class folder must exist in both")
         grid, img = picture(bank, bank_data, test, labelled_split(source.cfg, "test"), queries, k, seed, tile)
     else:
         qx, qy, images, names = folder_queries(source, query_dir, queries, seed, bank.classes, say)

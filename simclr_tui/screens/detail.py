@@ -22,7 +22,7 @@ from textual.widgets import (
 
 from .. import fmt
 from ..series import SeriesData, smooth, sparkline
-from ..pictures import cache_path, neighbours_args, run_views_args
+from ..pictures import cache_path, neighbours_args, picture_device, run_views_args
 from ..store import RunDetail, RunView
 from ..widgets.embedding_map import EmbeddingView
 from ..widgets.log_tail import LogTail
@@ -268,7 +268,7 @@ class RunDetailScreen(LiveScreen):
                 args, out, "Views: 6 training images × 4 augmented views, as this run's config draws them")
         elif tab == "neighbours":
             seed = self.neighbours_seed
-            args = neighbours_args(run_dir, seed)
+            args = neighbours_args(run_dir, seed, picture_device(self.app.runs.values()))
             out = cache_path(self.app.runs_dir, "neighbours", args, (run_dir / "checkpoints" / "last.pt",))
             self.query_one("#neighbours-picture", Picture).request(
                 args, out, f"Neighbours: 6 test queries (seed {seed}) and their 6 nearest training images "

@@ -16,7 +16,8 @@ from textual.containers import Vertical
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
-from ..pictures import EmbeddingMap, Made, PictureJob, embed_map_args, map_is_fresh, map_path, read_map
+from ..pictures import (EmbeddingMap, Made, PictureJob, embed_map_args, map_is_fresh, map_path, picture_device,
+                        read_map)
 
 #: one colour per class (plotext names, then RGB): ten classes never share one
 CLASS_COLOURS: tuple[str | tuple[int, int, int], ...] = (
@@ -106,13 +107,14 @@ class EmbeddingView(Vertical):
         generation = self.generation
         job = self._job = PictureJob()
         program = list(self.app.launcher.runner)
+        device = picture_device(self.app.runs.values())
         name = key.rsplit("/", 1)[-1]
         fresh = map_is_fresh(out, run_dir)
         self.say(f"{name}: reading its map…" if fresh else f"{name}: embedding its test split (simclr embed)…",
                  "italic")
 
         def work() -> None:  # thread
-            made = job.run(program, embed_map_args(run_dir), out, reuse=fresh, pass_out=False)
+            made = job.run(program, embed_map_args(run_dir, device), out, reuse=fresh, pass_out=False)
             emap, error = None, made.error
             if made.path is not None:
                 try:

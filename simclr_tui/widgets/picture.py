@@ -9,6 +9,7 @@ one line and runs nothing.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rich.text import Text
@@ -17,14 +18,18 @@ from textual.containers import Container, Vertical
 from textual.widget import Widget
 from textual.widgets import Static
 
-from ..pictures import Made, PictureJob, image_support
+from ..pictures import IMAGES_ENV, Made, PictureJob, image_support
 
-try:  # imported before Textual starts: textual-image asks the terminal about graphics then
-    from textual_image.widget import HalfcellImage, SixelImage, TGPImage
+IMAGE_WIDGETS: dict[str, type[Widget]] = {}
+# imported before Textual starts (textual-image asks the terminal about graphics then), except
+# with SIMCLR_TUI_IMAGES=none: then the terminal is not even asked
+if image_support({IMAGES_ENV: os.environ.get(IMAGES_ENV, "auto")}).ok:
+    try:
+        from textual_image.widget import HalfcellImage, SixelImage, TGPImage
 
-    IMAGE_WIDGETS: dict[str, type[Widget]] = {"kitty": TGPImage, "sixel": SixelImage, "halfcell": HalfcellImage}
-except ImportError:  # the panels say so in one line (pictures.image_support)
-    IMAGE_WIDGETS = {}
+        IMAGE_WIDGETS = {"kitty": TGPImage, "sixel": SixelImage, "halfcell": HalfcellImage}
+    except ImportError:  # the panels say so in one line (_show)
+        pass
 
 
 class Picture(Vertical):
@@ -87,7 +92,9 @@ class Picture(Vertical):
             return
         mode = image_support().mode
         cls = IMAGE_WIDGETS.get(mode)
-        if cls is None:
+        if cls is None:  # textual-image is there but its widgets could not be imported (or were not, at start)
+            self.say(f"this terminal cannot draw images (textual-image's {mode} widget is not available); "
+                     f"the rest of the app works without them", "yellow")
             return
         if self._image is not None and type(self._image) is cls:
             self._image.image = path  # type: ignore[attr-defined]

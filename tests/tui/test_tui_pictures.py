@@ -287,3 +287,21 @@ def test_image_support_follows_the_terminal(monkeypatch):
                      ({"NO_COLOR": "1"}, "NO_COLOR"), ({IMAGES_ENV: "png"}, "not one of")):
         support = pictures.image_support(env)
         assert not support.ok and why in support.line() and "\n" not in support.line()
+
+
+def test_a_map_is_stale_once_its_checkpoint_changes_even_if_the_map_is_newer(runs_dir):
+    """The map records the checkpoint it read (size, mtime_ns); a last.pt replaced while the map
+    was being made leaves a map newer than the checkpoint, yet stale."""
+    from simclr_tui.pictures import map_is_fresh
+
+    finished_run(runs_dir, "tiny-a")
+    run = runs_dir / "tiny-a"
+    ckpt = run / "checkpoints" / "last.pt"
+    out = map_path(runs_dir, "tiny-a")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    st = ckpt.stat()
+    np.savez(out, features=np.zeros((2, 2)), labels=np.zeros(2, np.int64), classes=np.array(["a"]),
+             checkpoint_stamp=np.array([st.st_size, st.st_mtime_ns], np.int64))
+    assert map_is_fresh(out, run)
+    os.utime(ckpt, ns=(st.st_atime_ns, st.st_mtime_ns - 10**9))  # another checkpoint, older than the map
+    assert out.stat().st_mtime > ckpt.stat().st_mtime and not map_is_fresh(out, run)
