@@ -1,33 +1,32 @@
 """One call that checks and times the whole GPU path: run it first on any machine with a GPU.
 
-    python3 bench/gpu_check.py                          # one CUDA device, under 8 minutes
-    python3 bench/gpu_check.py --json $OUT/gpu.json     # where the JSON report goes
+    python3 bench/gpu_check.py --json $OUT/gpu.json     # one CUDA device, inside one 10-minute command
+    python3 bench/gpu_check.py --only step,ddp          # some checks (--skip: all but some)
     python3 bench/gpu_check.py --allow-cpu --quick      # the script itself, on a CPU (tests)
 
 No data set is downloaded: every check trains on synthetic CIFAR-shaped data (32 px, ten
-classes). Each check runs on its own, so one that fails is recorded (its error in one line,
-the traceback in the report) and the others still run. Checks:
+classes), or images it writes itself, unless ``--data-dir`` names real ones. Every check runs
+in a child process of its own (a sticky CUDA error ends only that check), and its row is saved
+before the next starts. Checks (``--list`` prints them, with what each covers):
 
 * ``step <precision> <layout>``: the real training loop (``core.training.trainer.train``) on the
-  ``cifar10-resnet18`` recipe (ResNet-18 width 64, batch 512, LARS, BatchedViews on the
-  device), fp32 and bf16 autocast, each in channels_last and in NCHW: milliseconds per step,
-  image pairs per second, and bf16's first-step loss against fp32's (same weights, same batch).
-* ``recipe epoch``: the recipe as ``simclr pretrain --preset cifar10-resnet18`` runs it on a
-  GPU (bf16, channels_last), one whole epoch of 50,000 synthetic images: seconds per
-  epoch and images per second.
-* ``DataParallel``: ``nn.DataParallel`` over every visible GPU, a few steps in this process
-  (with one GPU its loss must equal the bare model's); with several, also
-  ``simclr pretrain --data-parallel``.
-* ``DDP (torchrun)``: NCCL, ``torchrun --standalone --nproc-per-node <visible GPUs> -m core
-  pretrain``: exit 0, world size in meta.json, throughput.
-* ``pretrain + kNN monitor`` / ``stop + resume``: ``simclr pretrain --device cuda`` with the
-  kNN monitor every epoch, SIGTERM mid-run (stopped, with a checkpoint at the step it
-  stopped), then ``--resume`` to the end (loss steps continue without duplicates).
-* ``linear-eval``, ``knn``, ``finetune``: each evaluation command on that run, on CUDA.
+  ``cifar10-resnet18`` recipe, fp32 and bf16 autocast, channels_last and NCHW: ms per step,
+  pairs/s, bf16's first loss against fp32's; labelled ``+ tf32`` where torch lets fp32 math
+  use TF32 (cudnn's flag is on by default).
+* ``host syncs``: a few steps under ``torch.cuda.set_sync_debug_mode("warn")``: the host
+  syncs per step it warned about, and where from.
+* ``fp16 + GradScaler``, ``recipe epoch`` (one 50,000-image epoch), ``DataParallel``, ``DDP
+  (torchrun)``, ``pretrain + kNN monitor``, ``stop + resume``, ``linear-eval``, ``knn``,
+  ``finetune``, ``large images`` (image size 96: the per-image DataLoader path),
+  ``compile`` (``--compile``, CUDA only), ``micro-batch memory`` (peak memory at batch B and
+  ``--micro-batch`` B/4, where core.config has it) and ``real data`` (``--data-dir``).
 
-Prints a markdown table to stdout and writes the JSON report (rewritten after every check,
-so a run cut short still leaves one). Exit code: 0 all checks passed, 1 some failed or were
-skipped for the time budget, 2 no CUDA device (one line).
+The time budget (``--budget``) is checked before each check starts, and bounds its time; checks
+not run are listed as skipped, with why. A failed check keeps its output's last 4 KB in its row,
+and its logs (the check's own output, each command's, the runs' stdout.log / status.json) go
+into ``failed_logs.tar.gz`` beside the JSON report: two files to bring back. Prints a markdown
+table on stdout. Exit code: 0 no check failed or ran out of budget, 1 some did, 2 no CUDA
+device (one line) or an unknown check name.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import signal
@@ -49,7 +49,10 @@ from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from gpu_check_lib import (Check, kill_group, last_line, markdown, read_tail, run_all, run_child,  # noqa: E402
+                           run_logs, selection, slug, split_names, write_bundle, write_json_atomic)
 
 class Sizes:
     """What the checks train: the real recipe on a GPU, a toy on a CPU (--allow-cpu)."""
@@ -88,8 +91,13 @@ def layout_env(channels_last: bool):
 
 
 def train_steps(cfg, device, steps: int, root: Path, images: int | None = None, data_parallel: bool = False,
-                seed: int = 0) -> dict[str, Any]:
-    """``steps`` steps of ``core.training.trainer.train`` on synthetic data: per-step seconds and losses."""
+                seed: int = 0, sync_debug: bool = False) -> dict[str, Any]:
+    """``steps`` steps of ``core.training.trainer.train`` on synthetic data: per-step seconds and losses.
+
+    ``sync_debug``: under ``torch.cuda.set_sync_debug_mode("warn")``, the host syncs it warned
+    about, counted per step, and where they came from."""
+    import warnings
+
     import torch
 
     from core.training import trainer
@@ -109,6 +117,7 @@ def train_steps(cfg, device, steps: int, root: Path, images: int | None = None, 
             super().step(prog, spe, loss, lr)
             self.marks.append(time.perf_counter())
             self.losses.append(loss)
+            self.syncs.append(len(caught))
 
         def say(self, text):  # stdout is the report's
             pass
@@ -123,54 +132,135 @@ def train_steps(cfg, device, steps: int, root: Path, images: int | None = None, 
         model = torch.nn.DataParallel(model)
     else:
         model = wrap_model(cfg, model, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    # as core.training.setup makes it: on for fp16 on CUDA
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
     run_dir = Path(tempfile.mkdtemp(dir=root, prefix="steps-"))
     log = TimedLog(run_dir, cfg, argv=["gpu_check"])
+    log.syncs = []
     prog = Progress(total_steps=min(steps, len(pipe)))
-    trainer.train(Session(cfg, device, pipe, model, optimizer, scaler, None, prog, log), StopGuard())  # saves nothing
+    session = Session(cfg, device, pipe, model, optimizer, scaler, None, prog, log)
+    caught: list = []
+    debug = sync_debug and device.type == "cuda"
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        caught = seen
+        if debug:
+            torch.cuda.set_sync_debug_mode("warn")
+        try:
+            trainer.train(session, StopGuard())  # saves nothing
+        finally:
+            if debug:
+                torch.cuda.set_sync_debug_mode(0)
     log.close()
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = [b - a for a, b in zip(log.marks, log.marks[1:])]
-    return {"seconds": seconds, "losses": log.losses, "steps_per_epoch": len(pipe)}
+    out = {"seconds": seconds, "losses": log.losses, "steps_per_epoch": len(pipe),
+           "scale": scaler.get_scale() if scaler.is_enabled() else None}
+    if sync_debug:
+        syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
+        counts = [b - a for a, b in zip([0, *log.syncs], log.syncs)]
+        sources: dict[str, int] = {}
+        for w in syncs:
+            key = f"{Path(w.filename).name}:{w.lineno}"
+            sources[key] = sources.get(key, 0) + 1
+        out.update(sync_counts=counts, sync_total=len(syncs),
+                   sync_sources=dict(sorted(sources.items(), key=lambda kv: -kv[1])[:8]))
+    return out
 
 
-def check_steps(sizes: Sizes, device, root: Path) -> list[dict[str, Any]]:
-    """fp32 / bf16 x channels_last / NCHW: the same recipe, the same seed, the same batches."""
+def tf32_label(precision: str, device) -> str:
+    """How the timed matrix work ran: fp32 convolutions and matmuls go through TF32 on CUDA
+    when torch allows it (cudnn's flag is on by default)."""
     import torch
-    rows, first_loss = [], {}
-    for precision in ("fp32", "bf16"):
-        for channels_last in (True, False):
-            name = f"step {precision} {'channels_last' if channels_last else 'NCHW'}"
+    if device.type != "cuda":
+        return precision
+    on = [k for k, v in (("matmul", torch.backends.cuda.matmul.allow_tf32), ("cudnn", torch.backends.cudnn.allow_tf32))
+          if v]
+    return f"{precision} + tf32 ({', '.join(on)})" if on else precision
 
-            def one(precision=precision, channels_last=channels_last):
-                with layout_env(channels_last):
-                    cfg = recipe_config(sizes, precision, device.type)
-                    out = train_steps(cfg, device, sizes.warmup_steps + sizes.timed_steps, root)
-                timed = out["seconds"][sizes.warmup_steps:]
-                step_s = statistics.median(timed)
-                first_loss[(precision, channels_last)] = out["losses"][0]
-                finite = all(v == v and abs(v) != float("inf") for v in out["losses"])
-                from core.training.device import amp_dtype
-                result = {"autocast": str(amp_dtype(cfg, device)).replace("torch.", ""),
-                          "ms_per_step": round(step_s * 1e3, 2), "pairs_per_s": round(cfg.batch_size / step_s, 1),
-                          "first_loss": round(out["losses"][0], 5), "last_loss": round(out["losses"][-1], 5),
-                          "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
-                          if device.type == "cuda" else None}
-                if not finite:
-                    raise AssertionError(f"non-finite loss: {out['losses']}")
-                if precision == "bf16" and ("fp32", channels_last) in first_loss:
-                    ref = first_loss[("fp32", channels_last)]
-                    rel = abs(out["losses"][0] - ref) / abs(ref)
-                    result["first_loss_vs_fp32"] = round(rel, 5)
-                    if rel > 0.02:
-                        raise AssertionError(f"bf16's first loss {out['losses'][0]:.4f} is {rel:.1%} "
-                                             f"from fp32's {ref:.4f}")
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats()
-                return result
-            rows.append((name, one))
-    return rows
+
+def check_step(precision: str, channels_last: bool, sizes: Sizes, device, root: Path,
+               earlier: dict[str, Any]) -> dict[str, Any]:
+    """The recipe in one precision and layout, same seed, same batches; bf16's first loss
+    against fp32's (from the report's earlier row, same layout)."""
+    import torch
+
+    from core.training.device import amp_dtype
+    with layout_env(channels_last):
+        cfg = recipe_config(sizes, precision, device.type)
+        out = train_steps(cfg, device, sizes.warmup_steps + sizes.timed_steps, root)
+    timed = out["seconds"][sizes.warmup_steps:]
+    step_s = statistics.median(timed)
+    result = {"autocast": str(amp_dtype(cfg, device)).replace("torch.", ""), "math": tf32_label(precision, device),
+              "ms_per_step": round(step_s * 1e3, 2), "pairs_per_s": round(cfg.batch_size / step_s, 1),
+              "first_loss": round(out["losses"][0], 5), "last_loss": round(out["losses"][-1], 5),
+              "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None}
+    if not all(math.isfinite(v) for v in out["losses"]):
+        raise AssertionError(f"non-finite loss: {out['losses']}")
+    ref = (earlier.get(f"step fp32 {'channels_last' if channels_last else 'NCHW'}") or {}).get("first_loss")
+    if precision == "bf16" and ref:
+        rel = abs(out["losses"][0] - ref) / abs(ref)
+        result["first_loss_vs_fp32"] = round(rel, 5)
+        if rel > 0.02:
+            raise AssertionError(f"bf16's first loss {out['losses'][0]:.4f} is {rel:.1%} from fp32's {ref:.4f}")
+    return result
+
+
+def check_host_syncs(sizes: Sizes, device, root: Path) -> dict[str, Any]:
+    """A few bf16 steps under torch.cuda.set_sync_debug_mode("warn"): the host syncs per step."""
+    cfg = recipe_config(sizes, "auto", device.type)
+    out = train_steps(cfg, device, sizes.warmup_steps + sizes.timed_steps, root, sync_debug=True)
+    steady = out["sync_counts"][1:] or out["sync_counts"]
+    return {"syncs_per_step": out["sync_counts"], "median_syncs_per_step": statistics.median(steady) if steady else None,
+            "sync_total": out["sync_total"], "sync_sources": out["sync_sources"],
+            "mode": "warn" if device.type == "cuda" else "not available on CPU (counts are 0)"}
+
+
+def check_fp16(sizes: Sizes, device, root: Path) -> dict[str, Any]:
+    """fp16 autocast with the GradScaler core.training.setup turns on for it on CUDA."""
+    cfg = recipe_config(sizes, "fp16", device.type)
+    out = train_steps(cfg, device, sizes.warmup_steps + sizes.timed_steps, root)
+    if not all(math.isfinite(v) for v in out["losses"]):
+        raise AssertionError(f"non-finite loss: {out['losses']}")
+    step_s = statistics.median(out["seconds"][sizes.warmup_steps:])
+    return {"grad_scaler": out["scale"] is not None, "final_scale": out["scale"], "math": tf32_label("fp16", device),
+            "ms_per_step": round(step_s * 1e3, 2), "first_loss": round(out["losses"][0], 5),
+            "last_loss": round(out["losses"][-1], 5)}
+
+
+def check_compile(sizes: Sizes, device, root: Path) -> dict[str, Any]:
+    """--compile: torch.compile around the model in the real loop; the first step pays the compile."""
+    cfg = recipe_config(sizes, "auto", device.type, compile=True)
+    out = train_steps(cfg, device, sizes.warmup_steps + sizes.timed_steps, root)
+    if not all(math.isfinite(v) for v in out["losses"]):
+        raise AssertionError(f"non-finite loss: {out['losses']}")
+    step_s = statistics.median(out["seconds"][sizes.warmup_steps:])
+    return {"first_step_s": round(out["seconds"][0], 1) if out["seconds"] else None,
+            "ms_per_step": round(step_s * 1e3, 2), "math": tf32_label("bf16" if device.type == "cuda" else "fp32", device)}
+
+
+def has_micro_batch() -> bool:
+    from dataclasses import fields
+
+    from core.config import PretrainConfig
+    return "micro_batch" in {f.name for f in fields(PretrainConfig)}
+
+
+def check_micro_batch(sizes: Sizes, device, root: Path) -> dict[str, Any]:
+    """Peak allocated CUDA memory of a step at batch B, then with --micro-batch B/4."""
+    import torch
+    micro = max(2, sizes.batch // 4)
+    peaks, losses = {}, {}
+    for label, changes in (("batch", {}), ("micro_batch", {"micro_batch": micro})):
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        out = train_steps(recipe_config(sizes, "auto", device.type, **changes), device, 2, root)
+        peaks[label] = round(torch.cuda.max_memory_allocated() / 2**30, 3) if device.type == "cuda" else None
+        losses[label] = round(out["losses"][0], 5)
+    return {"batch": sizes.batch, "micro_batch": micro, "peak_gib_batch": peaks["batch"],
+            "peak_gib_micro_batch": peaks["micro_batch"], "first_loss": losses}
 
 
 def check_recipe_epoch(sizes: Sizes, device, root: Path) -> dict[str, Any]:
@@ -193,7 +283,8 @@ def check_data_parallel(sizes: Sizes, device, root: Path) -> dict[str, Any]:
     cfg = recipe_config(sizes, "fp32", device.type)
     steps = 3
     wrapped = train_steps(cfg, device, steps, root, data_parallel=True)
-    result = {"gpus": n, "ms_per_step": round(statistics.median(wrapped["seconds"][1:]) * 1e3, 2),
+    result = {"gpus": n, "note": "one device: DataParallel calls the module directly (no scatter, replicas or gather)"
+              if n == 1 else "", "ms_per_step": round(statistics.median(wrapped["seconds"][1:]) * 1e3, 2),
               "losses": [round(v, 5) for v in wrapped["losses"]]}
     if n == 1:  # DataParallel over one device is the model itself: the same numbers
         bare = train_steps(cfg, device, steps, root)
@@ -203,18 +294,26 @@ def check_data_parallel(sizes: Sizes, device, root: Path) -> dict[str, Any]:
             raise AssertionError(f"DataParallel over one GPU moved the loss by {diff}")
     else:
         cli(["pretrain", *cli_flags(sizes, device), "--data-parallel", "true", "--max-steps", "10",
-                   "--knn-every", "0", "--run-dir", str(root / "dp")], timeout=240)
+                   "--knn-every", "0", "--run-dir", str(root / "dp")], timeout=240, root=root)
         result["cli_pretrain_data_parallel"] = read_status(root / "dp")["state"]
     return result
 
 
 # ---------------------------------------------------------------------- the command line
-DEADLINE = [float("inf")]  # time.monotonic() by which every check should be done (--budget)
+DEADLINE = [float("inf")]  # time.time() by which this check's commands must end (the child's --deadline)
+
+
+class CommandFailed(AssertionError):
+    """A command that failed, with its output's last few KB for the report."""
+
+    def __init__(self, message: str, stderr_tail: str) -> None:
+        super().__init__(message)
+        self.stderr_tail = stderr_tail
 
 
 def time_left(timeout: float) -> float:
-    """A subprocess's timeout: its own, cut to what the budget has left (plus a minute's grace)."""
-    return max(10.0, min(timeout, DEADLINE[0] + 60 - time.monotonic()))
+    """A command's timeout: its own, cut to what this check has left."""
+    return max(5.0, min(timeout, DEADLINE[0] - time.time()))
 
 
 def runner_env() -> dict[str, str]:
@@ -222,30 +321,26 @@ def runner_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
 
-def cli(args: list[str], timeout: float, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
-    """The command line in its own session; on a timeout its whole process group (torchrun's
-    workers too) gets SIGTERM, then SIGKILL, so nothing holds the GPU for the next check."""
+def cli(args: list[str], timeout: float, launcher: list[str] | None = None, root: Path | None = None) -> None:
+    """The command line in its own session, its output in ``root/cmd/`` (bundled if the check
+    fails); on a timeout its whole process group (torchrun's workers too) gets SIGTERM, then
+    SIGKILL, so nothing holds the GPU for the next check."""
     cmd = (launcher or [sys.executable]) + ["-m", "core", *args]
-    env = runner_env()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+    shown = " ".join(cmd[-len(args) - 2:])
+    logs = Path(root or tempfile.gettempdir()) / "cmd"
+    logs.mkdir(parents=True, exist_ok=True)
+    base = logs / f"{len(list(logs.glob('*.stderr'))):02d}-{args[0]}"
+    with open(f"{base}.stdout.log", "wb") as out, open(f"{base}.stderr", "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=runner_env(),
+                                start_new_session=True)
     try:
-        out, err = proc.communicate(timeout=time_left(timeout))
+        proc.wait(timeout=time_left(timeout))
     except subprocess.TimeoutExpired:
-        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            try:
-                proc.communicate(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        raise AssertionError(f"`{' '.join(cmd[-len(args) - 2:])}` did not end within its time") from None
-    res = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-    if res.returncode != 0:
-        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["(no output)"]
-        raise AssertionError(f"`{' '.join(cmd[-len(args) - 2:])}` exited {res.returncode}: {tail[0]}")
-    return res
+        kill_group(proc, 15)
+        raise CommandFailed(f"`{shown}` did not end within its time", read_tail(Path(f"{base}.stderr"))) from None
+    if proc.returncode != 0:
+        text = read_tail(Path(f"{base}.stderr")) or read_tail(Path(f"{base}.stdout.log"))
+        raise CommandFailed(f"`{shown}` exited {proc.returncode}: {last_line(text)}", text)
 
 
 def cli_flags(sizes: Sizes, device) -> list[str]:
@@ -270,15 +365,15 @@ def check_ddp(sizes: Sizes, device, root: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     cli(["pretrain", *cli_flags(sizes, device), "--batch-size", str(32 * world), "--subset", str(max(256, 64 * world)),
          "--max-steps", "20",
-         "--knn-every", "0", "--run-dir", str(run)], timeout=300,
+         "--knn-every", "0", "--run-dir", str(run)], timeout=300, root=root,
         launcher=[sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}"])
     meta, status = json.loads((run / "meta.json").read_text()), read_status(run)
     assert meta["world_size"] == world, meta["world_size"]
     assert status["state"] == "finished" and status["step"] == 20, status
     rates = metrics(run, "train/images_per_sec")
     return {"world_size": world, "backend": "nccl" if device.type == "cuda" else "gloo",
-            "note": "one GPU: a world of one (NCCL set up, SyncBatchNorm and the gather run, nothing to exchange)"
-            if world == 1 else "",
+            "note": "world size 1: NCCL, DDP's wrapper and its gradient all-reduce run; the embedding gather "
+                    "and SyncBatchNorm's exchange are skipped (not covered)" if world == 1 else "",
             "seconds_with_startup": round(time.perf_counter() - t0, 1),
             "images_per_s": round(rates[-1]["value"], 1) if rates else None}
 
@@ -287,7 +382,7 @@ def check_pretrain_monitor(sizes: Sizes, device, root: Path) -> dict[str, Any]:
     run = root / "run"
     t0 = time.perf_counter()
     cli(["pretrain", *cli_flags(sizes, device), "--epochs", "2", "--knn-every", "1", "--run-dir", str(run)],
-        timeout=300)
+        timeout=300, root=root)
     knn = metrics(run, "knn/top1")
     assert [r["epoch"] for r in knn] == [1.0, 2.0], knn
     status = read_status(run)
@@ -318,14 +413,15 @@ def check_stop_resume(sizes: Sizes, device, root: Path) -> dict[str, Any]:
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert code == 0, f"SIGTERM: exit {code}: {err.read_text()[-500:]}"
+    if code != 0:
+        raise CommandFailed(f"SIGTERM: exit {code}: {last_line(read_tail(err))}", read_tail(err))
     status = read_status(run)
     assert status["state"] == "stopped", status
     import torch
     saved = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
     assert saved["progress"]["step"] == status["step"], (saved["progress"]["step"], status["step"])
     stopped_at = status["step"]
-    cli(["pretrain", "--resume", str(run)], timeout=300)
+    cli(["pretrain", "--resume", str(run)], timeout=300, root=root)
     status = read_status(run)  # finished: the steps after the stop, then nothing repeated
     steps = [r["step"] for r in metrics(run, "train/loss")]
     assert status["state"] == "finished" and steps == list(range(1, status["total_steps"] + 1)), (status, steps[-5:])
@@ -338,7 +434,7 @@ def check_eval(kind: str, sizes: Sizes, device, root: Path) -> dict[str, Any]:
     args = {"linear-eval": ["linear-eval"], "knn": ["knn"],
             "finetune": ["finetune", "--label-fraction", "0.1", "--epochs", "2"]}[kind]
     t0 = time.perf_counter()
-    cli([*args, "--run-dir", str(run), "--device", device.type], timeout=300)
+    cli([*args, "--run-dir", str(run), "--device", device.type], timeout=300, root=root)
     job = eval_job_name({"linear-eval": "linear", "knn": "knn", "finetune": "finetune"}[kind], "last",
                         label_fraction=0.1 if kind == "finetune" else None)
     result = json.loads(job_result_path(run / "eval" / job).read_text())
@@ -347,7 +443,46 @@ def check_eval(kind: str, sizes: Sizes, device, root: Path) -> dict[str, Any]:
     return {"test_top1": round(top1, 4), "seconds_with_startup": round(time.perf_counter() - t0, 1)}
 
 
-# ---------------------------------------------------------------------- the report
+def image_folder(root: Path, size: int, per_class: int = 48, classes: int = 2) -> Path:
+    """train/<class>/*.png of random pictures, for the per-image (DataLoader) path."""
+    import numpy as np
+    from PIL import Image
+    folder = root / f"images-{size}"
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        d = folder / "train" / f"class{c}"
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return folder
+
+
+def pretrain_steps(name: str, sizes: Sizes, device, root: Path, flags: list[str], steps: int = 5) -> dict[str, Any]:
+    run = root / name
+    t0 = time.perf_counter()
+    cli(["pretrain", *cli_flags(sizes, device), "--batch-size", "32", "--max-steps", str(steps), "--knn-every", "0",
+         "--checkpoint-every", "0", *flags, "--run-dir", str(run)], timeout=300, root=root)
+    status = read_status(run)
+    assert status["state"] == "finished" and status["step"] == steps, status
+    return {"steps": steps, "seconds_with_startup": round(time.perf_counter() - t0, 1),
+            "images_per_s": status.get("images_per_sec")}
+
+
+def check_large_images(sizes: Sizes, device, root: Path) -> dict[str, Any]:
+    size = 96 if device.type == "cuda" else 72  # > 64: ImageListDataset in DataLoader workers
+    folder = image_folder(root, size)
+    out = pretrain_steps("large", sizes, device, root, ["--dataset", "folder", "--data-dir", str(folder),
+                                                        "--image-size", str(size), "--workers", "2"])
+    return {"image_size": size, "workers": 2, **out}
+
+
+def check_real_data(sizes: Sizes, device, root: Path, data_dir: str, dataset: str, image_size: int) -> dict[str, Any]:
+    out = pretrain_steps("real", sizes, device, root, ["--dataset", dataset, "--data-dir", data_dir, "--image-size",
+                                                       str(image_size), "--subset", "1024"], steps=10)
+    return {"dataset": dataset, "data_dir": data_dir, "image_size": image_size, **out}
+
+
+# ---------------------------------------------------------------------- the checks and the report
 def environment(device) -> dict[str, Any]:
     import torch
     info = {"python": platform.python_version(), "torch": torch.__version__, "device": str(device),
@@ -357,107 +492,168 @@ def environment(device) -> dict[str, Any]:
         info.update(gpu=props.name, gpus=torch.cuda.device_count(), memory_gib=round(props.total_memory / 2**30, 1),
                     capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
                     cudnn=torch.backends.cudnn.version(), bf16=torch.cuda.is_bf16_supported(),
+                    tf32_matmul=torch.backends.cuda.matmul.allow_tf32, tf32_cudnn=torch.backends.cudnn.allow_tf32,
                     nccl=".".join(map(str, torch.cuda.nccl.version())) if hasattr(torch.cuda, "nccl") else None)
     return info
 
 
-def summary(result: dict[str, Any]) -> str:
-    keep = {k: v for k, v in result.items() if k not in ("losses",)}
-    return ", ".join(f"{k} {v}" for k, v in keep.items())
+def checks_for(args, sizes: Sizes, device, root: Path, gpus: int) -> list[tuple[Check, Callable[[dict], Any]]]:
+    """Every check, in the order they run: (what it is, fn(earlier results by name) -> its numbers)."""
+    cuda = device.type == "cuda"
+    out: list[tuple[Check, Callable[[dict], Any]]] = []
+    for precision in ("fp32", "bf16"):
+        for cl in (True, False):
+            name = f"step {precision} {'channels_last' if cl else 'NCHW'}"
+            out.append((Check(name, 120, "the real loop, one process, synthetic batches on the device"),
+                        lambda e, p=precision, cl=cl: check_step(p, cl, sizes, device, root, e)))
+    one = gpus <= 1
+    table = [
+        (Check("host syncs", 120, "set_sync_debug_mode('warn') around the real loop's steps" if cuda
+               else "the loop only: sync debug mode is CUDA's (counts 0)"),
+         lambda e: check_host_syncs(sizes, device, root)),
+        (Check("fp16 + GradScaler", 120, "fp16 autocast and the GradScaler core.training.setup turns on for it",
+               None if cuda else "needs CUDA (no GradScaler on a CPU)"), lambda e: check_fp16(sizes, device, root)),
+        (Check("recipe epoch (cifar10-resnet18)", 240, "one epoch of the recipe, auto precision"),
+         lambda e: check_recipe_epoch(sizes, device, root)),
+        (Check("DataParallel", 150, "one device: the wrapper only, never a scatter or gather (not covered)" if one
+               else "scatter/gather over every GPU, and simclr pretrain --data-parallel"),
+         lambda e: check_data_parallel(sizes, device, root)),
+        (Check("DDP (torchrun)", 300, "world size 1: NCCL init, DDP and its all-reduce; not covered: the embedding "
+               "gather and SyncBatchNorm's exchange (skipped at world size 1)" if one and cuda
+               else "torchrun, a world of several processes"), lambda e: check_ddp(sizes, device, root)),
+        (Check("pretrain + kNN monitor", 300, "simclr pretrain, the kNN monitor every epoch"),
+         lambda e: check_pretrain_monitor(sizes, device, root)),
+        (Check("stop + resume", 360, "SIGTERM mid-run, then --resume"), lambda e: check_stop_resume(sizes, device, root)),
+        (Check("linear-eval", 200, "on the pretrain + kNN monitor run"),
+         lambda e: check_eval("linear-eval", sizes, device, root)),
+        (Check("knn", 200, "on the pretrain + kNN monitor run"), lambda e: check_eval("knn", sizes, device, root)),
+        (Check("finetune", 200, "on the pretrain + kNN monitor run"), lambda e: check_eval("finetune", sizes, device, root)),
+        (Check("large images", 240, "image size > 64: PNG folder decoded per image in DataLoader workers"),
+         lambda e: check_large_images(sizes, device, root)),
+        (Check("compile", 300, "--compile: torch.compile in the real loop",
+               None if cuda else "needs CUDA (checked on the GPU only)"), lambda e: check_compile(sizes, device, root)),
+        (Check("micro-batch memory", 180, "peak allocated memory of a step at batch B and at --micro-batch B/4",
+               None if has_micro_batch() else "not available: core/config.py has no micro_batch"),
+         lambda e: check_micro_batch(sizes, device, root)),
+        (Check("real data", 300, f"{args.dataset} from --data-dir", None if args.data_dir else "no --data-dir given"),
+         lambda e: check_real_data(sizes, device, root, args.data_dir, args.dataset,
+                                   args.image_size or (96 if args.dataset in ("folder", "stl10") else 32))),
+    ]
+    return out + table
 
 
-def run_checks(checks: list[tuple[str, Callable[[], Any]]], budget_s: float,
-               after_each: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
-    import torch
-    t_start, rows = time.perf_counter(), []
-    DEADLINE[0] = time.monotonic() + budget_s
-    for name, fn in checks:
-        if time.perf_counter() - t_start > budget_s:
-            rows.append({"check": name, "ok": None, "seconds": 0.0,
-                         "error": f"skipped: past the {budget_s:.0f} s budget"})
-            continue
-        t0 = time.perf_counter()
-        try:
-            row = {"check": name, "ok": True, "result": fn()}
-        except BaseException as e:  # noqa: BLE001 - every check is reported, whatever it raised
-            if isinstance(e, KeyboardInterrupt):
-                raise
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            row = {"check": name, "ok": False, "error": f"{type(e).__name__}: {first}",
-                   "traceback": traceback.format_exc()}
-        row["seconds"] = round(time.perf_counter() - t0, 1)
-        rows.append(row)
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()  # the subprocess checks get the memory this process cached
-        after_each(rows)  # a report on disk even if something kills this process later
-        print(f"gpu_check: {name}: {'ok' if row['ok'] else row['error']} ({row['seconds']} s)", file=sys.stderr,
-              flush=True)
-    return rows
+def child(args, checks: list[tuple[Check, Callable[[dict], Any]]]) -> int:
+    """One check, in this process: its row into --child-result (the parent adds the rest)."""
+    DEADLINE[0] = args.deadline
+    fn = dict((c.name, f) for c, f in checks)[args.child]
+    earlier = {}
+    with contextlib.suppress(OSError, ValueError):
+        earlier = {r["check"]: r.get("result") or {} for r in json.loads(args.json.read_text())["checks"]}
+    try:
+        row = {"ok": True, "result": fn(earlier)}
+    except Exception as e:  # noqa: BLE001 - every check is reported, whatever it raised
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        row = {"ok": False, "error": f"{type(e).__name__}: {first}", "traceback": traceback.format_exc()}
+        if getattr(e, "stderr_tail", None):
+            row["stderr_tail"] = e.stderr_tail
+    write_json_atomic(args.child_result, row)
+    return 0
 
 
-def markdown(rows: list[dict[str, Any]], env: dict[str, Any]) -> str:
-    head = f"GPU check on {env.get('gpu', env['device'])} (torch {env['torch']}, CUDA {env.get('cuda')})\n\n"
-    lines = ["| check | result | seconds | numbers |", "| --- | --- | ---: | --- |"]
-    for r in rows:
-        verdict = "ok" if r["ok"] else ("skipped" if r["ok"] is None else "FAILED")
-        numbers = summary(r["result"]) if r["ok"] else r.get("error", "")
-        lines.append(f"| {r['check']} | {verdict} | {r['seconds']} | {numbers.replace('|', '/')} |")
-    return head + "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", type=Path, default=Path("gpu_check.json"),
-                   help="the JSON report (default: ./gpu_check.json)")
-    p.add_argument("--budget", type=float, default=360.0,
-                   help="seconds; checks not started by then are skipped, and a running one's commands are cut "
-                        "to end within a minute of it (default: 360)")
+                   help="the JSON report; failed checks' logs go beside it, in failed_logs.tar.gz "
+                        "(default: ./gpu_check.json)")
+    p.add_argument("--budget", type=float, default=480.0,
+                   help="seconds for all the checks: one is started only with 10 s left, and may take only what is "
+                        "left (default: 480, inside one 10-minute device command with time to save)")
+    p.add_argument("--only", action="append", metavar="NAME[,NAME]",
+                   help="run only these checks (a name or its first words, any case, - for spaces: step-bf16, ddp)")
+    p.add_argument("--skip", action="append", metavar="NAME[,NAME]", help="run all checks but these")
+    p.add_argument("--list", action="store_true", help="print the checks and what each covers, and exit")
+    p.add_argument("--data-dir", help="real data for the 'real data' check (not run without it)")
+    p.add_argument("--dataset", default="folder", help="what --data-dir holds: folder, cifar10, ... (default: folder)")
+    p.add_argument("--image-size", type=int, help="the real data check's image size (default: 96 folder/stl10, else 32)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a check of this script, not of the GPU's speed")
     p.add_argument("--allow-cpu", action="store_true",
                    help="run every check on the CPU (gloo for DDP, no bf16): for testing this script")
-    args = p.parse_args(argv)
+    for name, tp in (("--child", str), ("--child-result", Path), ("--root", Path), ("--deadline", float)):
+        p.add_argument(name, type=tp, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse(argv)
     import torch
     if not torch.cuda.is_available() and not args.allow_cpu:
         print("gpu_check: no CUDA device is visible (torch.cuda.is_available() is False); run it on a machine "
               "with a GPU", file=sys.stderr)
         return 2
     device = torch.device("cuda", 0) if torch.cuda.is_available() and not args.allow_cpu else torch.device("cpu")
-    if device.type == "cuda":
+    if device.type == "cuda" and args.child:
         torch.cuda.set_device(device)
     sizes = Sizes(args.quick, device.type == "cuda")
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 1
+    root = args.root or Path(tempfile.gettempdir()) / f"gpu_check-{os.getpid()}"
+    checks = checks_for(args, sizes, device, root, gpus)
+    if args.child:
+        return child(args, checks)
+    names = [c.name for c, _ in checks]
+    if args.list:
+        for c, _ in checks:
+            print(f"{c.name}: {c.covers}" + (f" [not here: {c.unavailable}]" if c.unavailable else ""))
+        return 0
+    try:
+        left_out = selection(names, split_names(args.only), split_names(args.skip))
+    except ValueError as e:
+        print(f"gpu_check: {e}", file=sys.stderr)
+        return 2
     try:
         env = environment(device)
     except Exception as e:  # noqa: BLE001 - the checks still run and say what fails
         env = {"device": str(device), "torch": torch.__version__, "error": f"{type(e).__name__}: {e}"}
-    report: dict[str, Any] = {"environment": env, "quick": args.quick, "checks": []}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"environment": env, "quick": args.quick, "budget_s": args.budget, "checks": []}
+    bundle = args.json.parent / "failed_logs.tar.gz"
+    bundle.unlink(missing_ok=True)
+    failed_logs: list[tuple[str, Path]] = []
 
     def save(rows: list[dict[str, Any]]) -> None:
         report["checks"] = rows
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
-        root = Path(tmp)
-        checks: list[tuple[str, Callable[[], Any]]] = []
-        checks += check_steps(sizes, device, root)
-        checks += [
-            ("recipe epoch (cifar10-resnet18)", lambda: check_recipe_epoch(sizes, device, root)),
-            ("DataParallel", lambda: check_data_parallel(sizes, device, root)),
-            ("DDP (torchrun)", lambda: check_ddp(sizes, device, root)),
-            ("pretrain + kNN monitor", lambda: check_pretrain_monitor(sizes, device, root)),
-            ("stop + resume", lambda: check_stop_resume(sizes, device, root)),
-            ("linear-eval", lambda: check_eval("linear-eval", sizes, device, root)),
-            ("knn", lambda: check_eval("knn", sizes, device, root)),
-            ("finetune", lambda: check_eval("finetune", sizes, device, root)),
-        ]
-        t0 = time.perf_counter()
-        rows = run_checks(checks, args.budget, save)
-        total = time.perf_counter() - t0
-    report["total_seconds"] = round(total, 1)
+        write_json_atomic(args.json, report)
+
+    def run_one(check: Check, allowed: float) -> dict[str, Any]:
+        key, since = slug(check.name), time.time()
+        log, result = root / "checks" / f"{key}.log", root / "checks" / f"{key}.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--child", check.name, "--child-result",
+               str(result), "--root", str(root), "--deadline", str(time.time() + allowed)]
+        row = run_child(cmd, allowed + 30, log, result, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if not row.get("ok"):
+            row.setdefault("stderr_tail", read_tail(log))
+            failed_logs.append((f"{key}/check.log", log))
+            failed_logs.extend((f"{key}/{p.relative_to(root)}", p) for p in run_logs(root, since) if p != log)
+            write_bundle(bundle, failed_logs)
+            row["logs"] = f"{bundle.name}: {key}/"
+        return row
+
+    t0 = time.perf_counter()
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        rows = run_all([c for c, _ in checks], run_one, args.budget, save, left_out)
+    finally:
+        if args.root is None:
+            import shutil
+            shutil.rmtree(root, ignore_errors=True)
+    report["total_seconds"] = round(time.perf_counter() - t0, 1)
     save(rows)
     print(markdown(rows, env))
-    print(f"\n{sum(1 for r in rows if r['ok'])} of {len(rows)} checks passed in {total:.0f} s; report: {args.json}")
-    return 0 if all(r["ok"] for r in rows) else 1
+    failed = [r for r in rows if r["ok"] is False or r.get("skip_kind") == "budget"]
+    passed = sum(1 for r in rows if r["ok"])
+    skipped = sum(1 for r in rows if r["ok"] is None)
+    print(f"\n{passed} of {len(rows)} checks passed, {len(failed)} failed or out of budget, {skipped} skipped in "
+          f"{report['total_seconds']:.0f} s; report: {args.json}" + (f", logs: {bundle}" if failed_logs else ""))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
