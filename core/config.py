@@ -63,6 +63,7 @@ class PretrainConfig:
     seed: int = field(default=0, metadata={"help": "random seed"})
     nan_policy: Literal["stop", "skip"] = field(default="stop", metadata={"help": "on a non-finite loss: stop (fail, keep the last good checkpoint) or skip the step"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    micro_batch: int | None = field(default=None, metadata={"help": "gradient caching: run the model on chunks of M pairs (2M views) at a time and get the exact gradient of the whole batch in the memory of a chunk; BatchNorm statistics are per chunk (as M images per device); must divide each process's batch"})
     on_unhealthy: Literal["warn", "stop"] = field(default="warn", metadata={"help": "when the run's health verdict turns collapsed or not learning (docs/RUN_DIRECTORY.md, Health): warn (say it once, go on) or stop (checkpoint and stop; --resume continues)"})
 
     # ------------------------------------------------------------------ helpers
@@ -122,6 +123,8 @@ class PretrainConfig:
         need(0 <= self.jitter_strength <= 2, f"--jitter-strength must be between 0 and 2 (got {self.jitter_strength})")
         need(self.workers >= 0, f"--workers must not be negative (got {self.workers})")
         need(self.ema is None or 0 < self.ema < 1, f"--ema is a decay in (0, 1), e.g. 0.996 (got {self.ema})")
+        need(self.micro_batch is None or 2 <= self.micro_batch and self.batch_size % self.micro_batch == 0,
+             f"--micro-batch must be at least 2 pairs and divide --batch-size {self.batch_size} (got {self.micro_batch})")
         need(self.knn_every >= 0, f"--knn-every must not be negative (got {self.knn_every})")
         need(self.knn_k >= 1, f"--knn-k must be at least 1 (got {self.knn_k})")
         need(self.checkpoint_every >= 0, f"--checkpoint-every must not be negative (got {self.checkpoint_every})")

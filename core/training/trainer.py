@@ -15,13 +15,14 @@ from pathlib import Path
 import torch
 
 from core.config import PretrainConfig
-from core.errors import one_line
+from core.errors import ConfigError, one_line
 from core.simclr import dist, layout
 from core.simclr.loss import NTXentLoss
 from core.simclr.models import unwrap
 from core.simclr.schedule import scale_lr, set_lr, warmup_cosine
 from core.training.budget import Clock, fit_to_budget
 from core.training.device import amp_dtype
+from core.training.gradcache import cached_step
 from core.training.health import Health
 from core.training.resume import save
 from core.training.session import Saved, Session
@@ -62,6 +63,9 @@ def train(s: Session, stop: StopGuard) -> str:
     clock = Clock(prog)
     fmt = layout.memory_format(unwrap(model), s.device)  # the input's layout is the model's
     rated = prog.step  # the step train/images_per_sec was last logged at
+    if cfg.micro_batch and cfg.batch_size // dist.get_world_size() % cfg.micro_batch:
+        raise ConfigError(f"--micro-batch {cfg.micro_batch} must divide each process's batch "
+                          f"({cfg.batch_size // dist.get_world_size()} pairs of {cfg.batch_size} over {dist.get_world_size()})")
 
     def throughput(window: int) -> None:
         nonlocal rated
@@ -78,12 +82,15 @@ def train(s: Session, stop: StopGuard) -> str:
             set_lr(optimizer, lr)
             # interleave the views so any split of the batch (DataParallel) keeps pairs together
             x = torch.stack((v1, v2), 1).flatten(0, 1).contiguous(memory_format=fmt)
-            with torch.autocast(s.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                _, z = model(x)
-            z = z.unflatten(0, (-1, 2))
-            loss = criterion(z[:, 0], z[:, 1])
             optimizer.zero_grad(set_to_none=True)
-            s.scaler.scale(loss).backward()
+            if cfg.micro_batch:  # the same gradient, one chunk of pairs in memory at a time
+                loss, z = cached_step(model, criterion, x, cfg.micro_batch, s.scaler, amp)
+            else:
+                with torch.autocast(s.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    _, z = model(x)
+                z = z.unflatten(0, (-1, 2))
+                loss = criterion(z[:, 0], z[:, 1])
+                s.scaler.scale(loss).backward()
             # the one host sync per step: the loss is logged every step and checked for NaN
             value = loss.item()
             if math.isfinite(value):
