@@ -109,6 +109,16 @@ class FeatureSource:
         return out
 
     # ------------------------------------------------------------------ features
+    def amp(self) -> torch.dtype | None:
+        """The autocast dtype of encoding: on a CPU the run's ``--precision`` choice
+        (``core.training.precision``), on CUDA bf16 as always; raw pixels fp32."""
+        if self.pixels:
+            return None
+        if self.device.type == "cuda":
+            return torch.bfloat16
+        from core.training.device import amp_dtype
+        return amp_dtype(self.cfg, self.device)
+
     def cache_file(self, split: str) -> Path:
         prefix = f"{self.dataset_tag}-" if self.dataset_tag else ""
         return self.run_dir / "features" / f"{prefix}{split}-{self.checkpoint}.pt"
@@ -146,7 +156,7 @@ class FeatureSource:
         if len(data) == 0:
             raise DataError(f"the {split} split of {self.cfg.dataset} has no labelled images")
         say(f"encoding {len(data)} {split} images ({self.encoder_name})")
-        x, y = encode(self.encoder(), data, views, self.device, workers=self.workers)
+        x, y = encode(self.encoder(), data, views, self.device, workers=self.workers, amp=self.amp())
         seconds = time.perf_counter() - t0
         say(f"{split} features: {tuple(x.shape)} in {seconds:.1f} s")
         return Features(x.float(), y.long(), split_classes(data), cached=False, seconds=seconds)

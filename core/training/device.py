@@ -24,10 +24,16 @@ def pick_device(cfg: PretrainConfig) -> torch.device:
 
 
 def amp_dtype(cfg: PretrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16/fp16 autocast only on CUDA (bf16 matmul on CPU is far slower than fp32)."""
-    if device.type != "cuda" or cfg.precision == "fp32":
-        return None
-    return torch.float16 if cfg.precision == "fp16" else torch.bfloat16
+    """The autocast dtype (None: fp32) of ``--precision`` on ``device``: explicit fp32/bf16 as
+    asked, fp16 on CUDA only; auto is bf16 on CUDA and, on a CPU, bf16 only where this
+    processor is measured to be fast at it (``core.training.precision``)."""
+    return precision_choice(cfg, device).dtype
+
+
+def precision_choice(cfg: PretrainConfig, device: torch.device):
+    """What ``amp_dtype`` decided and why (meta.json's ``precision``): a ``precision.Choice``."""
+    from core.training.precision import choose
+    return choose(cfg.precision, device, (cfg.backbone, cfg.width, cfg.image_size, cfg.projection_dim))
 
 
 def keep_freed_memory() -> bool:

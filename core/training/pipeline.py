@@ -165,8 +165,13 @@ def labelled_split(cfg: PretrainConfig, split: str, max_images: int | None = Non
 
 @torch.inference_mode()
 def encode(encoder: torch.nn.Module, data, views: AugmentConfig | PretrainConfig, device: torch.device,
-           batch_size: int = 512, workers: int = 0) -> tuple[Tensor, Tensor]:
+           batch_size: int = 512, workers: int = 0, amp: torch.dtype | None | str = "default",
+           ) -> tuple[Tensor, Tensor]:
     """Frozen-encoder features h (N, D) float32 and labels (N,) for a labelled split.
+
+    ``amp``: the autocast dtype (None: fp32); by default bf16 on CUDA and fp32 elsewhere. An
+    evaluation passes its run's choice (``core.training.device.amp_dtype``), so a CPU where
+    ``--precision auto`` picked bf16 encodes in bf16 too.
 
     ``views`` normalises the uint8 images (its mean and std; a run's config stands for its
     ``augment_config``).
@@ -179,7 +184,9 @@ def encode(encoder: torch.nn.Module, data, views: AugmentConfig | PretrainConfig
     encoder.eval()
     net = inference_copy(encoder)
     layout = memory_format(net, device) if net is not encoder else torch.contiguous_format
-    amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    if isinstance(amp, str):
+        amp = torch.bfloat16 if device.type == "cuda" else None
+    amp = dict(device_type=device.type, dtype=amp or torch.float32, enabled=amp is not None)
     feats, labels = [], []
     if isinstance(data, TensorData):
         acfg = views if isinstance(views, AugmentConfig) else augment_config(views)

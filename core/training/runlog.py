@@ -47,9 +47,10 @@ def versions() -> dict[str, str]:
             "torchvision": torchvision.__version__, "simclr-tui": ours}
 
 
-def write_meta(path: Path, argv: list[str] | None) -> None:
-    """meta.json: versions, device, host, commit and command line of this launch; a resume
-    keeps the earlier launches under ``previous``."""
+def write_meta(path: Path, argv: list[str] | None, precision: dict[str, str] | None = None) -> None:
+    """meta.json: versions, device, host, commit and command line of this launch, and the
+    precision it computes in (``{"used", "why"}``, core.training.precision); a resume keeps the
+    earlier launches under ``previous``."""
     import torch
 
     from core.simclr import dist
@@ -57,6 +58,8 @@ def write_meta(path: Path, argv: list[str] | None) -> None:
     meta = {"versions": versions(), "device": device, "host": socket.gethostname(),
             "git_commit": git_commit(), "argv": argv or sys.argv, "world_size": dist.get_world_size(),
             "cpu_threads": torch.get_num_threads(), "started": time.time()}
+    if precision is not None:
+        meta["precision"] = precision
     if path.exists():  # a resume: keep the history of launches
         old = json.loads(path.read_text() or "{}")
         meta["previous"] = old.get("previous", []) + [{k: old.get(k) for k in ("argv", "started", "host")}]
@@ -73,12 +76,17 @@ class RunLog(JobLog):
         self.t0 = time.time()
         self._last_print = 0.0
         self._loss_ema: float | None = None
+        precision = None
         if enabled:
+            from core.training.device import pick_device, precision_choice
+            precision = precision_choice(cfg, pick_device(cfg))  # what the loop's amp_dtype will use
             (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
-            write_meta(self.run_dir / "meta.json", argv)
+            write_meta(self.run_dir / "meta.json", argv, precision.as_dict())
         super().__init__(self.run_dir, kind, self.run_dir / "metrics.jsonl", enabled=enabled,
                          total_epochs=cfg.epochs, dataset=cfg.dataset, backbone=cfg.backbone)
+        if precision is not None:
+            self.say(f"precision: {precision.used} ({precision.why})")
         self.tell_tensorboard()
 
     def tell_tensorboard(self, quiet: bool = False) -> None:
