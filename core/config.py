@@ -54,7 +54,7 @@ class PretrainConfig:
     workers: int = field(default=2, metadata={"help": "DataLoader workers for large-image datasets (0 = in the main process)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     precision: Literal["auto", "fp32", "bf16", "fp16"] = field(
-        default="auto", metadata={"help": "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16"})
+        default="auto", metadata={"help": "auto (bf16 autocast on CUDA; on a CPU bf16 where a short probe finds it faster, else fp32; SIMCLR_CPU_BF16=off|on pins it), fp32, bf16 or fp16"})
     data_parallel: bool = field(default=False, metadata={"help": "DataParallel over all visible GPUs"})
     ema: float | None = field(default=None, metadata={"help": "keep an exponential moving average of the encoder with this decay (e.g. 0.996) and evaluate it"})
     knn_every: int = field(default=1, metadata={"help": "kNN monitor every K epochs on the labelled test split (0 = off)"})

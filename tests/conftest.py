@@ -17,6 +17,9 @@ def pytest_configure(config):
     test session, which its workers inherit; the Slurm test cluster records it (slurm_cluster.up)."""
     if not hasattr(config, "workerinput"):
         os.environ[slurm_cluster.SESSION_ENV] = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    # --precision auto stays fp32 on every CPU in the tests (and their subprocess runs): their
+    # numbers must not depend on the processor; tests/test_precision.py covers the choice itself
+    os.environ.setdefault("SIMCLR_CPU_BF16", "off")
 
 
 def pytest_unconfigure(config):

@@ -25,6 +25,7 @@ def fresh(monkeypatch, tmp_path):
     """No answer kept from an earlier test or run: an empty in-process cache and a private disk cache."""
     monkeypatch.setattr(precision, "_cpu_auto", {})
     monkeypatch.setenv("SIMCLR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(precision.CPU_BF16_ENV, "probe")  # the suite pins auto to fp32; here it decides
     monkeypatch.setattr(precision, "cpu_model", lambda: "Test CPU 9000")
 
 
@@ -135,3 +136,12 @@ def test_probe_is_quick_and_sane():
     # about a second on an idle 2-core machine; 13 s seen with 5 other processes on its 2 cores
     assert time.perf_counter() - t0 < 20
     assert 0.001 < ratio < 100
+
+
+def test_the_environment_can_pin_the_choice(monkeypatch):
+    calls = fake_cpu(monkeypatch, {"amx_bf16"}, 3.0)
+    monkeypatch.setenv(precision.CPU_BF16_ENV, "off")
+    assert precision.choose("auto", CPU).used == "fp32" and not calls
+    monkeypatch.setattr(precision, "_cpu_auto", {})
+    monkeypatch.setenv(precision.CPU_BF16_ENV, "on")
+    assert precision.choose("auto", CPU).used == "bf16" and not calls

@@ -147,8 +147,18 @@ def cpu_auto(shape: tuple) -> Choice:
     return _cpu_auto[shape]
 
 
+#: SIMCLR_CPU_BF16=off keeps auto at fp32 on every CPU (the test suite sets it, so its numbers do not
+#: depend on the processor it runs on); on: bf16 without a probe; unset or probe: decide as below
+CPU_BF16_ENV = "SIMCLR_CPU_BF16"
+
+
 def _decide_cpu(shape: tuple) -> Choice:
     model, flags = cpu_model(), cpu_flags()
+    wanted = os.environ.get(CPU_BF16_ENV, "probe").strip().lower()
+    if wanted == "off":
+        return Choice("fp32", f"auto: fp32 ({CPU_BF16_ENV}=off)")
+    if wanted == "on":
+        return Choice("bf16", f"auto: bf16 ({CPU_BF16_ENV}=on) on {model}")
     if not flags:
         return Choice("fp32", f"auto: fp32, {model} has no bf16 instructions ({'/'.join(BF16_FLAGS)})")
     ratio, cached = _cached_speedup(model, flags, shape)
