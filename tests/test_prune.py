@@ -335,3 +335,18 @@ def test_a_tpe_sweep_never_reuses_a_name_and_cancel_stops_its_proposals(tmp_path
     assert sorted(p.name for p in runs.iterdir() if not p.name.startswith(".")) == []
     res = simclr("queue", "cancel", "nosuch", "--runs-dir", str(runs))
     assert res.returncode == 2 and "nosuch" in res.stderr
+
+
+def test_the_loss_metric_is_the_epochs_mean_training_loss_lower_is_better(tmp_path):
+    write_plan(tmp_path, "l", {"mode": "grid", "prune": PruneSpec("asha", "loss", 1, 2).to_dict()})
+    run = _member(tmp_path, "l", "l-a", {"t": "a"})
+    # steps 1-4 are epoch 1 (4 steps an epoch), 5-8 epoch 2; a NaN step (skipped) does not count
+    losses = [9.0, 8.0, 7.0, 6.0, 5.0, float("nan"), 3.0, 1.0]
+    (run / "metrics.jsonl").write_text("".join(
+        json.dumps({"tag": "train/loss", "value": v, "step": i + 1, "epoch": (i + 1) / 4}) + "\n"
+        for i, v in enumerate(losses)))
+    p = Pruner.of(run, 4)
+    assert p.value(4, 4, None) == pytest.approx(7.5) and p.value(8, 4, None) == pytest.approx(3.0)
+    assert p.higher is False
+    other = Pruner.of(_member(tmp_path, "l", "l-b", {"t": "b"}), 4)
+    assert not p.decide(1, 7.5).prune and other.decide(1, 8.0).prune  # a higher loss is worse

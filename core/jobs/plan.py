@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.runs import atomic_write_json, read_json
+from core.runs import RunInfo, atomic_write_json, iter_runs, read_json, read_sweep
 
 FOLDER = ".sweeps"
 PLAN = "sweep.json"
@@ -60,3 +60,8 @@ def to_come(plan: dict[str, Any] | None, made_settings: int = 0) -> int:
         return 0
     made = plan["proposed"] if isinstance(plan.get("proposed"), int) else made_settings
     return max(0, int(plan.get("sample") or 0) - made)
+
+
+def members(runs_dir: str | Path, name: str) -> list[tuple[RunInfo, dict[str, Any]]]:
+    """Every member run of sweep ``name`` (read once, its state decided) and its sweep.json record."""
+    return [(r, s) for r in iter_runs(runs_dir) if (s := read_sweep(r.path)) and s["sweep"] == name]

@@ -22,10 +22,10 @@ from typing import Any
 
 from core.config import ConfigError, PretrainConfig
 from core.jobs import space as spaces
-from core.jobs.plan import read_plan, sweep_dir, write_plan
+from core.jobs.plan import members, read_plan, sweep_dir, write_plan
 from core.jobs.prune import METRICS, read_log, setting_of
 from core.jobs.sweep import Member
-from core.runs import folder_lock, iter_runs, read_json, read_metrics, read_sweep
+from core.runs import folder_lock, read_metrics
 from core.runs.state import LIVE_STATES
 
 JOURNAL = "optuna.journal"
@@ -59,10 +59,6 @@ def objective(plan: dict[str, Any]) -> str:
     return (plan.get("prune") or {}).get("metric") or "knn_top1"
 
 
-def members_of(runs_dir: Path, name: str) -> list[tuple[Any, dict[str, Any]]]:
-    return [(r, s) for r in iter_runs(runs_dir) if (s := read_sweep(r.path)) and s["sweep"] == name]
-
-
 def final_value(run_dir: Path, metric: str) -> float | None:
     """A finished member's last value of the sweep's metric (the last epoch's mean loss for loss)."""
     tag = METRICS[metric][0]
@@ -83,29 +79,28 @@ def sync(study, runs_dir: Path, name: str, plan: dict[str, Any]) -> None:
     from optuna.trial import TrialState
 
     by_trial: dict[int, list[tuple[Any, dict[str, Any]]]] = {}
-    for run, rec in members_of(runs_dir, name):
-        raw = (read_json(run.path / "sweep.json") or {}).get("trial")
-        if isinstance(raw, int):
-            by_trial.setdefault(raw, []).append((run, rec))
+    for run, rec in members(runs_dir, name):
+        if rec["trial"] is not None:
+            by_trial.setdefault(rec["trial"], []).append((run, rec))
     log = read_log(sweep_dir(runs_dir, name))
     metric = objective(plan)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        members = by_trial.get(trial.number, [])
-        if not members:
+        runs = by_trial.get(trial.number, [])
+        if not runs:
             study.tell(trial.number, state=TrialState.FAIL)
             continue
-        if any(r.state == "queued" or r.state in LIVE_STATES for r, _ in members):
+        if any(r.state == "queued" or r.state in LIVE_STATES for r, _ in runs):
             continue
-        setting = setting_of(members[0][1]["swept"])
+        setting = setting_of(runs[0][1]["swept"])
         at_rung = {d.epoch: d.setting_value for d in log if d.setting == setting}  # the last: the most seeds
         live = optuna.trial.Trial(study, trial._trial_id)
         for epoch, value in sorted(at_rung.items()):
             if value is not None and math.isfinite(value):
                 live.report(value, epoch)
-        done = [v for r, _ in members if r.state == "finished" and (v := final_value(r.path, metric)) is not None]
+        done = [v for r, _ in runs if r.state == "finished" and (v := final_value(r.path, metric)) is not None]
         if done:
             study.tell(trial.number, sum(done) / len(done))
-        elif any(r.state == "pruned" for r, _ in members):
+        elif any(r.state == "pruned" for r, _ in runs):
             study.tell(trial.number, state=TrialState.PRUNED)
         else:
             study.tell(trial.number, state=TrialState.FAIL)
@@ -155,7 +150,7 @@ def grow(runs_dir: str | Path, name: str, settings: int = 1, opts: Any = None, *
         space = spaces.from_description(plan.get("space") or {})
         study = open_study(root, name, plan, proposals=len(study_trials(root, name, plan)))
         sync(study, root, name, plan)
-        existing = len(members_of(root, name))
+        existing = len(members(root, name))
         pairs: list[tuple[Member, dict[str, Any]]] = []
         trials, invalid = [], 0
         while len(trials) < want and invalid < MAX_INVALID:

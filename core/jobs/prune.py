@@ -47,8 +47,7 @@ from typing import Any
 
 from core.errors import ConfigError
 from core.runs import folder_lock, read_json, read_metrics, read_status, read_sweep
-from core.runs.state import decide as shown_state
-from core.jobs.plan import sweep_dir
+from core.jobs.plan import members, sweep_dir
 
 RULES = ("asha", "median")
 #: --prune-metric -> (the metrics.jsonl tag it is read from, whether higher is better)
@@ -253,12 +252,7 @@ def setting_of(swept: dict[str, Any]) -> str:
 
 def completed_settings(runs_dir: Path, sweep: str) -> set[str]:
     """Settings with a finished member."""
-    done = set()
-    for path in sorted(Path(runs_dir).iterdir()):
-        rec = read_sweep(path) if path.is_dir() else None
-        if rec and rec["sweep"] == sweep and shown_state(read_status(path / "status.json")).state == "finished":
-            done.add(setting_of(rec["swept"]))
-    return done
+    return {setting_of(rec["swept"]) for run, rec in members(runs_dir, sweep) if run.state == "finished"}
 
 
 class Pruner:

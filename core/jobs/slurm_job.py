@@ -181,13 +181,14 @@ def propose_next(run_dir: Path) -> None:
     from core.jobs.launch import current_state
     from core.runs import LIVE_STATES
 
-    mine = (read_json(run_dir / "sweep.json") or {}).get("setting")
-    siblings = [p.parent for p in run_dir.parent.glob("*/sweep.json") if p.parent != run_dir
-                and (read_json(p) or {}).get("sweep") == sweep["sweep"] and (read_json(p) or {}).get("setting") == mine]
-    if any(current_state(p)[0] in ("queued", *LIVE_STATES) for p in siblings):
+    from core.jobs.plan import members
+
+    mine = sweep["setting"]
+    siblings = [r.path for r, rec in members(run_dir.parent, sweep["sweep"]) if r.path != run_dir and rec["setting"] == mine]
+    if any(current_state(p)[0] in ("queued", *LIVE_STATES) for p in siblings):  # Slurm's word on each
         return  # the setting's last seed to end proposes the next setting
     placed = grow(run_dir.parent, sweep["sweep"], 1, SlurmOptions.from_dict(plan.get("slurm") or {}),
-                  after=mine if isinstance(mine, int) else None)
+                  after=mine)
     if placed:
         say(f"sweep {sweep['sweep']} proposed " + ", ".join(f"{n} (job {j})" for n, j in placed.items()))
 

@@ -13,27 +13,20 @@ from typing import Any
 
 from core.errors import UsageError
 from core.jobs.launch import with_slurm_states
-from core.jobs.plan import read_plan, sweep_dir, sweep_names, to_come
+from core.jobs.plan import members, read_plan, sweep_dir, sweep_names, to_come
 from core.jobs.prune import read_log, setting_of
-from core.runs import iter_runs, number, read_metrics, read_sweep
+from core.report.listing import _last_metrics
+from core.runs import iter_runs, read_sweep
 from core.runs.state import LIVE_STATES
 
 
 def sweep_members(root: Path, name: str) -> list[tuple[Any, dict[str, Any]]]:
     """(RunInfo, its sweep record) of every member of sweep ``name``, by index."""
-    runs = [(r, s) for r in iter_runs(root) if (s := read_sweep(r.path)) and s["sweep"] == name]
+    runs = members(root, name)
     if not runs:
         return []
     infos, _ = with_slurm_states([r for r, _ in runs])
     return sorted(zip(infos, [s for _, s in runs]), key=lambda rs: (rs[1]["index"] is None, rs[1]["index"] or 0))
-
-
-def _last(run_dir: Path, tag: str) -> float | None:
-    last = None
-    for r in read_metrics(run_dir / "metrics.jsonl")[0]:
-        if r["tag"] == tag and "job" not in r and number(r["value"]) is not None:
-            last = r["value"]
-    return last
 
 
 def sweep_overview(runs_dir: str | Path, name: str) -> dict[str, Any]:
@@ -52,7 +45,7 @@ def sweep_overview(runs_dir: str | Path, name: str) -> dict[str, Any]:
         rows.append({"run": run.name, "index": rec["index"], "state": run.state, "reason": run.reason,
                      "setting": setting_of(rec["swept"]), "seed": rec["swept"].get("seed"), "swept": rec["swept"],
                      "epoch": st.epoch if st else None, "total_epochs": st.total_epochs if st else None,
-                     "knn_top1": _last(run.path, "knn/top1"), "note": st.note if st else None})
+                     "knn_top1": _last_metrics(run.path).get("knn/top1"), "note": st.note if st else None})
     counts = Counter(r["state"] for r in rows)
     settings = {r["setting"] for r in rows}
     decisions = [vars(d) for d in read_log(sweep_dir(root, name))]

@@ -10,15 +10,15 @@ from core.runs.files import atomic_write_json, number, read_json
 
 
 def read_sweep(run_dir: Path) -> dict[str, Any] | None:
-    """A run's sweep.json as ``{"sweep", "index", "swept"}``, or None when the run is no
+    """A run's sweep.json as ``{"sweep", "index", "swept", "trial", "setting"}`` (the last two a
+    TPE member's Optuna trial and setting number, else None), or None when the run is no
     sweep's (no file, unreadable, no sweep name). A value of the wrong type reads as absent."""
     data = read_json(run_dir / "sweep.json")
     if not data or not isinstance(data.get("sweep"), str) or not data["sweep"]:
         return None
-    index, swept = data.get("index"), data.get("swept")
-    return {"sweep": data["sweep"],
-            "index": index if isinstance(number(index), int) else None,
-            "swept": swept if isinstance(swept, dict) else {}}
+    swept = data.get("swept")
+    whole = {k: data.get(k) if isinstance(number(data.get(k)), int) else None for k in ("index", "trial", "setting")}
+    return {"sweep": data["sweep"], "swept": swept if isinstance(swept, dict) else {}, **whole}
 
 
 def read_notes(run_dir: str | Path) -> tuple[str, list[str]]:
