@@ -182,7 +182,8 @@ async def test_health_badge_reason_and_filter(runs_dir):
              state="stopped", pid=0, host=HOST, created=NOW, heartbeat=NOW, epoch=0, total_epochs=2)
     app = app_for(runs_dir)
     async with app.run_test(size=(80, 24)) as pilot:
-        text = await wait_text(pilot, "flat", "well", "young")
+        # the first screen of the app (seen taking over 15 s under the full suite's load): 60 s
+        text = await wait_text(pilot, "flat", "well", "young", timeout=60)
         lines = {line.split()[0]: line for line in text.splitlines() if line.split() and
                  line.split()[0] in ("flat", "well", "young")}
         assert lines["flat"].split()[1:3] == ["finished", "✗"] and lines["well"].split()[1:3] == ["finished", "✓"]
