@@ -14,6 +14,10 @@ The model is the cifar10-cpu preset's (ResNet-18, width 16, 24 px views, channel
 trainer lays it out on CPU), the optimizer LARS; the views are random (augmentation is not what
 is measured). Time per image is the median step time over ``--steps`` steps after one warm-up
 step, divided by B. Freed memory is kept as the trainer keeps it on CPU (keep_freed_memory).
+
+Below the table, each row's estimate by core.training.memory (what the TUI and `simclr
+pretrain` say before a run) and the peak it predicts (the estimate plus the process itself),
+beside the measured peak.
 """
 
 from __future__ import annotations
@@ -105,6 +109,34 @@ def main() -> None:
     print(f"peak, cached B / plain M: {cb[0] / pm[0]:.2f}x (above the floor: {(cb[0] - floor) / (pm[0] - floor):.2f}x); "
           f"plain B / plain M: {pb[0] / pm[0]:.2f}x (above the floor: {(pb[0] - floor) / (pm[0] - floor):.2f}x)")
     print(f"time per image, cached B / plain B: {cb[1] / pb[1]:.2f}x")
+    print_estimates(args, rows)
+
+
+def print_estimates(args: argparse.Namespace, rows: dict[str, tuple[float, float]]) -> None:
+    """core.training.memory's estimate beside each measured peak. The floor holds the process
+    (imports, allocator) plus the weights and the views of batch B; the estimate of a row plus
+    the floor less those is the peak it predicts."""
+    sys.path.insert(0, str(REPO))
+    from core.config import PretrainConfig
+    from core.training.memory import Shape, keeps_freed_memory, shape_cost, step_memory
+
+    m, b = args.micro, args.micro * args.chunks
+    base = PretrainConfig(backbone="resnet18", width=args.width, image_size=args.size, projection_dim=128,
+                          optimizer="lars", precision="fp32")
+    cost = shape_cost(Shape.of(base))
+    weights = (cost.params * 4 + cost.buffer_bytes) / 2**20
+    heap = keeps_freed_memory()  # as the children's keep_freed_memory() decides
+    est = {f"plain M={m}": step_memory(base.replace(batch_size=m), heap=heap),
+           f"plain B={b}": step_memory(base.replace(batch_size=b), heap=heap),
+           f"cached B={b}/M={m}": step_memory(base.replace(batch_size=b, micro_batch=m), heap=heap)}
+    process = rows["floor"][0] - weights - est[f"plain B={b}"].inputs / 2**20
+    print(f"estimate (core.training.memory, MB as above; the heap keeps freed memory: {heap}): the process alone "
+          f"(the floor less its weights and views) {process:,.0f}")
+    print(f"{'row':<20} {'estimate MB':>12} {'+ process MB':>13} {'peak RSS MB':>12} {'peak / predicted':>17}")
+    for name, e in est.items():
+        predicted = process + e.total / 2**20
+        print(f"{name:<20} {e.total / 2**20:>12,.0f} {predicted:>13,.0f} {rows[name][0]:>12,.0f} "
+              f"{rows[name][0] / predicted:>16.2f}x")
 
 
 if __name__ == "__main__":

@@ -140,7 +140,8 @@ def test_fitting_micro_batch_is_the_largest_divisor_that_fits():
     assert fitting_micro_batch(c, per_rank[16] / 0.9, world=2) == 16  # each of 2 processes holds 48 pairs
 
 
-def test_the_verdict_names_a_micro_batch_that_fits():
+def test_the_verdict_names_a_micro_batch_that_fits(monkeypatch):
+    monkeypatch.setenv("SIMCLR_KEEP_FREED_MEMORY", "0")  # the CPU's heap is the next test's
     c = cfg(batch_size=256)
     plain = step_memory(c).total
     ok = memory_verdict(c, available=(plain * 2, "cpu"))
@@ -154,6 +155,21 @@ def test_the_verdict_names_a_micro_batch_that_fits():
     assert hopeless.fits is False and hopeless.micro is None and "even with --micro-batch 2" in hopeless.text
     unknown = memory_verdict(c, available=(None, "cuda (no nvidia-smi to ask)"))
     assert unknown.fits is None and "unknown" in unknown.text
+
+
+def test_a_cpu_heap_that_keeps_freed_memory_counts_the_activations_again(monkeypatch):
+    c = cfg(batch_size=256)
+    est = step_memory(c)
+    assert est.heap == 0
+    kept = step_memory(c, heap=True)
+    assert kept.heap == est.activations and kept.total == est.total + est.activations
+    monkeypatch.setenv("SIMCLR_KEEP_FREED_MEMORY", "1")
+    on_cpu = memory_verdict(c, available=(10 ** 12, "cpu")).estimate
+    assert on_cpu.heap == (est.activations if memory.keeps_freed_memory() else 0)  # glibc Linux
+    assert memory_verdict(c, available=(10 ** 12, "cuda:0")).estimate.heap == 0
+    monkeypatch.setenv("SIMCLR_KEEP_FREED_MEMORY", "0")
+    assert not memory.keeps_freed_memory()
+    assert memory_verdict(c, available=(10 ** 12, "cpu")).estimate.heap == 0
 
 
 def test_nvidia_smi_output_is_parsed_and_mapped_to_the_device(monkeypatch):
@@ -198,6 +214,7 @@ def test_nvidia_smi_is_asked_with_a_timeout_and_never_raises(tmp_path, monkeypat
 
 def test_the_runner_line_never_fails_a_run(monkeypatch):
     line = memory.start_line(cfg(), "cpu")
+    assert line is not None
     assert line.startswith("memory (an estimate): step ≈") and "activations of 128 views" in line
 
     def broken(*a, **k):
@@ -213,3 +230,11 @@ def test_the_module_imports_no_torch_and_measures_in_a_child():
     out = subprocess.run([sys.executable, "-m", "core.training.memory", "--shape", "resnet18", "8", "16", "32"],
                          cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert ShapeCost.from_json(out) == memory.shape_cost(Shape(**TINY))
+
+
+def test_a_run_says_its_estimate_once_at_start(tmp_path, capsys):
+    from core.training.runlog import RunLog
+
+    RunLog(tmp_path / "run", cfg(device="cpu", batch_size=32), argv=["pretrain"])
+    said = [line for line in capsys.readouterr().out.splitlines() if "memory (an estimate)" in line]
+    assert len(said) == 1 and "step ≈" in said[0] and "(batch 32)" in said[0] and "free on cpu" in said[0]

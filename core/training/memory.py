@@ -11,7 +11,9 @@ The estimate of a step (``step_memory``) adds up, per process:
   batch: the similarity matrix) and the projections z (with ``--micro-batch``, z of the whole
   batch and its gradient are kept between the passes; the loss's graph and a chunk's never
   live at the same time);
-* the views themselves: 2B/world of them, 3 x S x S fp32, held for the whole step.
+* the views themselves: 2B/world of them, 3 x S x S fp32, held for the whole step;
+* on a CPU, where the runner's heap keeps freed memory (``keep_freed_memory``), what a step
+  frees and the heap cannot reuse: the activations once more (measured 0.8-0.9x).
 
 The saved bytes per view are measured once per model shape (backbone, width, image size,
 projection size) and cached in this process: the model is built on the ``meta`` device (no
@@ -23,8 +25,11 @@ quadratic). Where the meta device fails, a real CPU forward of 2 and 4 views doe
 second, once).
 
 It is an estimate: activations are counted in fp32 (autocast to bf16/fp16 keeps less), and
-the dataset held in memory, the allocator's caching and fragmentation, CUDA's context and
-cuDNN's workspaces are not counted. bench/bench_gradcache.py prints it next to measured peaks.
+the process itself (torch's libraries and threads: ~0.8 GB resident on a CPU), the dataset
+held in memory, CUDA's context and caching allocator and cuDNN's workspaces are not counted.
+bench/bench_gradcache.py prints it next to measured peaks: ResNet-18 width 16, 24 px, batch
+128, on 2 busy CPU cores, the floor plus the estimate predicted 1,137 MB and two runs peaked
+at 1,093 and 1,142 MB; with SIMCLR_KEEP_FREED_MEMORY=0, 971 MB predicted, 946 MB peak.
 
 Free memory (``available_memory``) never initialises CUDA in the asking process (the TUI must
 never make a CUDA context): a GPU's comes from ``nvidia-smi``, a CPU's from /proc/meminfo
@@ -107,6 +112,7 @@ class Estimate:
     model: int  # weights, gradients, optimizer state (and the EMA copy)
     activations: int  # saved for backward: of the batch, or of one chunk with the cached z
     inputs: int  # the step's views
+    heap: int  # on a CPU, freed blocks the heap keeps (core.training.device.keep_freed_memory)
     views: int  # views the model runs on at once (2B/world, or 2M)
     how: str  # one line: what was counted, and that it is an estimate
 
@@ -199,11 +205,15 @@ def _one_process():
 
 
 # ...................................................................... a step
-def step_memory(cfg: PretrainConfig, cost: ShapeCost | None = None, world: int = 1) -> Estimate:
+def step_memory(cfg: PretrainConfig, cost: ShapeCost | None = None, world: int = 1, heap: bool = False) -> Estimate:
     """The memory one step of ``cfg`` needs on each of ``world`` processes (an estimate).
 
     ``cost``: the shape's, when the caller has it (the TUI measures it in a child process);
-    else measured here (torch) and cached.
+    else measured here (torch) and cached. ``heap``: the step runs on a CPU whose heap keeps
+    freed memory (``keeps_freed_memory()``): its resident memory also holds what the step
+    freed and could not reuse, counted as the activations once more. Measured with
+    bench/bench_gradcache.py and docs/BENCHMARKS.md: 0.8x (ResNet-18 width 64, batch 512) and
+    0.9x (width 16, batch 128, 24 px) of them; the heap cannot keep more than was freed.
     """
     cost = cost if cost is not None else shape_cost(Shape.of(cfg))
     local = 2 * (cfg.batch_size // max(1, world))  # views on this process
@@ -219,24 +229,37 @@ def step_memory(cfg: PretrainConfig, cost: ShapeCost | None = None, world: int =
     else:
         views = local
         activations = cost.per_view * views + cost.fixed + loss + z
-    total = model + activations + inputs
+    kept = activations if heap else 0
+    total = model + activations + inputs + kept
+    slack = "" if heap else ", the allocator's slack"
     amp = "" if cfg.precision == "fp32" else "; activations counted in fp32 (bf16/fp16 autocast keeps less)"
     how = (f"an estimate: fp32 weights, gradients and {cfg.optimizer} state{' and the EMA copy' * bool(cfg.ema)} "
            f"{fmt_bytes(model)}, activations of {views} views {fmt_bytes(activations)} (saved for backward, "
-           f"measured per view on the {cost.measured_on} device), the views {fmt_bytes(inputs)}{amp}; "
-           f"not counted: the dataset, the allocator's slack, CUDA's context")
-    return Estimate(total, model, activations, inputs, views, how)
+           f"measured per view on the {cost.measured_on} device), the views {fmt_bytes(inputs)}"
+           f"{f', freed blocks the heap keeps {fmt_bytes(kept)}' if heap else ''}{amp}; "
+           f"not counted: the process itself (torch), the dataset{slack}, "
+           f"CUDA's context")
+    return Estimate(total, model, activations, inputs, kept, views, how)
 
 
 def fitting_micro_batch(cfg: PretrainConfig, free_bytes: int, headroom: float = HEADROOM,
-                        cost: ShapeCost | None = None, world: int = 1) -> int | None:
+                        cost: ShapeCost | None = None, world: int = 1, heap: bool = False) -> int | None:
     """The largest micro-batch M (pairs; at least 2, dividing each process's batch) whose step
     fits in ``headroom * free_bytes``; None when even the smallest does not."""
     per_process = cfg.batch_size // max(1, world)
     for m in sorted((d for d in range(2, per_process + 1) if per_process % d == 0), reverse=True):
-        if step_memory(cfg.replace(micro_batch=m), cost, world).total <= headroom * free_bytes:
+        if step_memory(cfg.replace(micro_batch=m), cost, world, heap).total <= headroom * free_bytes:
             return m
     return None
+
+
+def keeps_freed_memory() -> bool:
+    """Whether a run's CPU heap keeps freed memory here: ``core.training.device.keep_freed_memory``'s
+    rule (glibc on Linux, unless SIMCLR_KEEP_FREED_MEMORY=0), without importing torch."""
+    import platform
+
+    return (os.environ.get("SIMCLR_KEEP_FREED_MEMORY", "1") != "0" and sys.platform == "linux"
+            and platform.libc_ver()[0] == "glibc")
 
 
 # ...................................................................... free memory
@@ -339,8 +362,9 @@ def memory_verdict(cfg: PretrainConfig, cost: ShapeCost | None = None, available
                    world: int = 1, headroom: float = HEADROOM) -> Verdict:
     """The estimate of ``cfg``'s step against the free memory of its device (``available``, else
     asked), in the line the TUI and the command line show."""
-    est = step_memory(cfg, cost, world)
     free, where = available if available is not None else available_memory(cfg.device)
+    heap = where == "cpu" and keeps_freed_memory()
+    est = step_memory(cfg, cost, world, heap)
     setting = f"batch {cfg.batch_size}" + (f", micro-batch {cfg.micro_batch}" if cfg.micro_batch else "") + (
         f", {world} processes" if world > 1 else "")
     if free is None:
@@ -349,11 +373,11 @@ def memory_verdict(cfg: PretrainConfig, cost: ShapeCost | None = None, available
         return Verdict(est, free, where, True, None, f"step ≈ {fmt_bytes(est.total)} ({setting}) of {fmt_bytes(free)} free on {where}")
     over = f" (over {headroom:.0%})" if est.total <= free else ""
     head = f"will not fit: step ≈ {fmt_bytes(est.total)} ({setting}) of {fmt_bytes(free)} free on {where}{over}"
-    micro = fitting_micro_batch(cfg, free, headroom, cost, world)
+    micro = fitting_micro_batch(cfg, free, headroom, cost, world, heap)
     if micro is not None:
-        need = step_memory(cfg.replace(micro_batch=micro), cost, world).total
+        need = step_memory(cfg.replace(micro_batch=micro), cost, world, heap).total
         return Verdict(est, free, where, False, micro, f"{head}; --micro-batch {micro} needs ≈ {fmt_bytes(need)}")
-    smallest = step_memory(cfg.replace(micro_batch=2), cost, world).total if cfg.batch_size // world >= 2 else est.total
+    smallest = step_memory(cfg.replace(micro_batch=2), cost, world, heap).total if cfg.batch_size // world >= 2 else est.total
     return Verdict(est, free, where, False, None, f"{head}, even with --micro-batch 2 (≈ {fmt_bytes(smallest)}): "
                                                    f"lower --width or --image-size")
 
@@ -364,8 +388,9 @@ def start_line(cfg: PretrainConfig, device: str, world: int = 1) -> str | None:
     try:
         v = memory_verdict(cfg, available=available_memory(device), world=world)
         e = v.estimate
+        heap = f", heap {fmt_bytes(e.heap)}" if e.heap else ""
         return (f"memory (an estimate): {v.text}; model {fmt_bytes(e.model)}, activations of {e.views} views "
-                f"{fmt_bytes(e.activations)}, views {fmt_bytes(e.inputs)}")
+                f"{fmt_bytes(e.activations)}, views {fmt_bytes(e.inputs)}{heap}")
     except Exception:  # noqa: BLE001 - the estimate is advice; the run goes on without it
         return None
 

@@ -76,10 +76,11 @@ class RunLog(JobLog):
         self.t0 = time.time()
         self._last_print = 0.0
         self._loss_ema: float | None = None
-        precision = None
+        precision = device = None
         if enabled:
             from core.training.device import pick_device, precision_choice
-            precision = precision_choice(cfg, pick_device(cfg))  # what the loop's amp_dtype will use
+            device = pick_device(cfg)
+            precision = precision_choice(cfg, device)  # what the loop's amp_dtype will use
             (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.run_dir / "config.json", cfg.to_dict())
             write_meta(self.run_dir / "meta.json", argv, precision.as_dict())
@@ -87,6 +88,11 @@ class RunLog(JobLog):
                          total_epochs=cfg.epochs, dataset=cfg.dataset, backbone=cfg.backbone)
         if precision is not None:
             self.say(f"precision: {precision.used} ({precision.why})")
+        if device is not None:  # the data and the model are in memory by now: what is free is the steps'
+            from core.simclr.dist import get_world_size
+            from core.training.memory import start_line
+            if line := start_line(cfg, str(device), get_world_size()):  # never fails the run
+                self.say(line)
         self.tell_tensorboard()
 
     def tell_tensorboard(self, quiet: bool = False) -> None:
