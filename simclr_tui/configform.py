@@ -38,7 +38,7 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 GROUPS: dict[str, tuple[str, ...]] = {
     "Data": ("dataset", "data_dir", "image_size", "subset", "workers"),
     "Model": ("backbone", "width", "projection_dim"),
-    "Schedule": ("batch_size", "epochs", "max_steps", "time_budget", "warmup_epochs"),
+    "Schedule": ("batch_size", "micro_batch", "epochs", "max_steps", "time_budget", "warmup_epochs"),
     "Optimiser": ("optimizer", "lr", "lr_scaling", "weight_decay", "temperature"),
     "Augmentation": ("jitter_strength", "blur"),
     "Runtime": ("device", "precision", "data_parallel", "compile", "seed", "nan_policy"),

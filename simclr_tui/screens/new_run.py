@@ -37,6 +37,7 @@ from ..enqueue import (CliResult, Sweep, check_prune, check_sweep, grid_rows_def
                        sweep_args)
 from ..launcher import display_command
 from ..widgets.config_field import ConfigField
+from ..widgets.memory_line import MemoryLine
 from ..widgets.queue_section import SECTION_HELP, QueueSection
 from ..widgets.slurm_section import SlurmSection
 from ..widgets.views_panel import ViewsPanel
@@ -121,6 +122,8 @@ class NewRunScreen(Screen):
                 yield Static(title, classes="group-title")
                 for spec in specs:
                     yield ConfigField(spec, values[spec.name])
+                    if spec.name == "micro_batch":  # what a step needs at this batch, and whether it fits
+                        yield MemoryLine(id="memory-line")
                 if title == "Augmentation":  # what these fields do to a few images, redrawn as they change
                     yield ViewsPanel(id="views-panel")
             yield QueueSection(id="queue-section")
@@ -267,6 +270,7 @@ class NewRunScreen(Screen):
         self.query_one("#command", Static).update(
             f"$ {self.command}" if self.config is not None else "fix the error above to see the command")
         self.query_one(ViewsPanel).show_config(self.config)
+        self.query_one(MemoryLine).show_config(self.config, self.launcher)
         return self.error is None
 
     # .................................................................. events
@@ -352,6 +356,8 @@ class NewRunScreen(Screen):
         if not self.validate() or self.config is None:
             self._refuse("Not launched")
             return
+        if self.query_one(MemoryLine).holds("Launch"):  # will not fit: a second press launches
+            return
         if self.sweep is not None:  # a sweep is never started here: it goes to the queue (or to Slurm)
             self.action_queue()
             return
@@ -375,6 +381,8 @@ class NewRunScreen(Screen):
             return
         if not self.validate() or self.config is None:
             self._refuse("Not queued")
+            return
+        if self.query_one(MemoryLine).holds("Queue"):
             return
         if self.slurm is not None and self.sweep is None:  # Slurm is the queue: submit the run
             self.action_launch()
