@@ -124,3 +124,14 @@ async def test_an_invalid_form_hides_the_line(runs_dir, given):
 async def test_a_slurm_node_s_memory_is_not_this_machine_s(given):
     verdict = memory.estimate(big_config(), "slurm", memory.CostJob())
     assert verdict.fits is None and "the Slurm node" in verdict.text and given["devices"] == []
+
+
+async def test_a_shape_is_measured_in_a_child_process():
+    from core.training.memory import Shape
+
+    cost = memory.CostJob().measure(Shape("resnet18", 8, 16, 32))  # the real `python -m core.training.memory`
+    assert cost.measured_on == "meta" and cost.params > 0 and cost.per_view > 0
+    job = memory.CostJob()
+    job.cancel()
+    with pytest.raises(RuntimeError, match="superseded"):
+        job.measure(Shape("resnet18", 8, 16, 32))
