@@ -136,6 +136,8 @@ def test_fitting_micro_batch_is_the_largest_divisor_that_fits():
     assert fitting_micro_batch(c, need[12], headroom=1.0) == 12
     assert fitting_micro_batch(c, need[2] / 0.9 - 1) is None
     assert fitting_micro_batch(c, 10 ** 15) == 96
+    assert memory.micro_batches(96) == [2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 96]
+    assert memory.micro_batches(49) == [7, 49] and memory.micro_batches(1) == []
     per_rank = {m: step_memory(c.replace(micro_batch=m), world=2).total for m in (2, 3, 4, 6, 8, 12, 16, 24, 48)}
     assert fitting_micro_batch(c, per_rank[16] / 0.9, world=2) == 16  # each of 2 processes holds 48 pairs
 
@@ -153,6 +155,8 @@ def test_the_verdict_names_a_micro_batch_that_fits(monkeypatch):
     assert "free on cuda:0" in tight.text
     hopeless = memory_verdict(c, available=(1000, "cpu"))
     assert hopeless.fits is False and hopeless.micro is None and "even with --micro-batch 2" in hopeless.text
+    odd = memory_verdict(cfg(batch_size=75), available=(1000, "cpu"))  # 75 = 3 x 25: no micro-batch of 2
+    assert "even with --micro-batch 3 (" in odd.text
     unknown = memory_verdict(c, available=(None, "cuda (no nvidia-smi to ask)"))
     assert unknown.fits is None and "unknown" in unknown.text
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -246,11 +247,16 @@ def fitting_micro_batch(cfg: PretrainConfig, free_bytes: int, headroom: float = 
                         cost: ShapeCost | None = None, world: int = 1, heap: bool = False) -> int | None:
     """The largest micro-batch M (pairs; at least 2, dividing each process's batch) whose step
     fits in ``headroom * free_bytes``; None when even the smallest does not."""
-    per_process = cfg.batch_size // max(1, world)
-    for m in sorted((d for d in range(2, per_process + 1) if per_process % d == 0), reverse=True):
+    for m in reversed(micro_batches(cfg.batch_size // max(1, world))):
         if step_memory(cfg.replace(micro_batch=m), cost, world, heap).total <= headroom * free_bytes:
             return m
     return None
+
+
+def micro_batches(pairs: int) -> list[int]:
+    """The micro-batches a process's batch of ``pairs`` allows: its divisors from 2 up."""
+    small = [d for d in range(1, math.isqrt(pairs) + 1) if pairs % d == 0]
+    return sorted({d for s in small for d in (s, pairs // s)} - {1})
 
 
 def keeps_freed_memory() -> bool:
@@ -377,8 +383,11 @@ def memory_verdict(cfg: PretrainConfig, cost: ShapeCost | None = None, available
     if micro is not None:
         need = step_memory(cfg.replace(micro_batch=micro), cost, world, heap).total
         return Verdict(est, free, where, False, micro, f"{head}; --micro-batch {micro} needs ≈ {fmt_bytes(need)}")
-    smallest = step_memory(cfg.replace(micro_batch=2), cost, world, heap).total if cfg.batch_size // world >= 2 else est.total
-    return Verdict(est, free, where, False, None, f"{head}, even with --micro-batch 2 (≈ {fmt_bytes(smallest)}): "
+    smallest = (micro_batches(cfg.batch_size // max(1, world)) or [None])[0]
+    if smallest is None:
+        return Verdict(est, free, where, False, None, f"{head}: lower --width or --image-size")
+    need = step_memory(cfg.replace(micro_batch=smallest), cost, world, heap).total
+    return Verdict(est, free, where, False, None, f"{head}, even with --micro-batch {smallest} (≈ {fmt_bytes(need)}): "
                                                    f"lower --width or --image-size")
 
 
