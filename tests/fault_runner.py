@@ -77,13 +77,13 @@ def at_rank_step(rank: int, step: int, fault) -> None:
     real_stop_agreed = trainer.stop_agreed
     calls = {"n": 0}
 
-    def stop_agreed(flag):
+    def stop_agreed(flag, asked):
         calls["n"] += 1
         if calls["n"] == step and dist.get_rank() == rank:
             print(f"fault_runner: rank {rank} pid {os.getpid()}: {fault.__name__} after step {step} "
                   f"at {time.time():.3f}", file=sys.stderr, flush=True)
             fault()
-        return real_stop_agreed(flag)
+        return real_stop_agreed(flag, asked)
 
     trainer.stop_agreed = stop_agreed
 

@@ -158,11 +158,9 @@ def test_stop_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
     real_train_step = trainer.stop_agreed
     calls = {"n": 0}
 
-    def stop_after_11(flag):  # a SIGTERM arriving during step 11 (mid-epoch 2)
+    def stop_after_11(flag, asked):  # a SIGTERM that step 11's all-reduce saw (mid-epoch 2)
         calls["n"] += 1
-        if calls["n"] == 11:
-            flag.requested = True
-        return real_train_step(flag)
+        return real_train_step(flag, asked or calls["n"] == 11)
 
     monkeypatch.setattr(trainer, "stop_agreed", stop_after_11)
     assert cli.main([*args, "--run-dir", str(tmp_path / "cut")]) == 0

@@ -192,9 +192,9 @@ def test_handlers_are_restored_after_a_run(tmp_path, monkeypatch):
     during = []
     real_stop_agreed = trainer.stop_agreed
 
-    def stop_agreed(stop):
+    def stop_agreed(stop, asked):
         during.append(signal.getsignal(signal.SIGTERM))
-        return real_stop_agreed(stop)
+        return real_stop_agreed(stop, asked)
     monkeypatch.setattr(trainer, "stop_agreed", stop_agreed)
     assert cli.main([*ARGS, "--max-steps", "2", "--run-dir", str(tmp_path / "r")]) == 0
     assert during and all(getattr(h, "__self__", None).__class__ is StopGuard for h in during)  # installed meanwhile

@@ -39,12 +39,28 @@ def is_main() -> bool:
     return get_rank() == 0
 
 
+def loss_and_stop(loss: Tensor, stop: bool) -> tuple[float, bool]:
+    """A step's loss on the host, averaged over the ranks, and whether any rank asked to stop.
+
+    The step's one host sync: one all-reduce and one copy under torchrun, ``loss.item()``
+    without. Each rank's NT-Xent is the mean over its own 2N anchors of the gathered batch,
+    so the ranks' mean is the loss of the whole global batch (what one process computes),
+    and every rank sees the same value, so all skip or stop alike on a non-finite one.
+    """
+    if not is_dist():
+        return loss.item(), bool(stop)
+    t = torch.stack([loss.detach().float(), torch.full((), 1.0 if stop else 0.0, device=loss.device)])
+    dist.all_reduce(t)
+    total, asked = t.tolist()
+    return total / get_world_size(), asked > 0
+
+
 def any_rank(flag: bool) -> bool:
     """True on every rank when ``flag`` is True on any (itself without several processes).
     A collective: every rank must call it at the same point."""
     if not is_dist():
         return bool(flag)
-    t = torch.tensor([1.0 if flag else 0.0], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    t = torch.full((1,), 1.0 if flag else 0.0, device="cuda" if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(t)
     return bool(t.item())
 
@@ -200,7 +216,7 @@ class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
         if not (self.training and is_dist()):
             return super().forward(x)
         dims = [0] + list(range(2, x.dim()))
-        count = torch.tensor([x.numel() / x.shape[1]], device=x.device, dtype=torch.float32)
+        count = x.new_full((1,), x.numel() / x.shape[1], dtype=torch.float32)  # a fill on the device, no host copy
         xf = x.float()
         stats = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])
         stats = _AllReduceSum.apply(stats)

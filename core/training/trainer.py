@@ -91,8 +91,9 @@ def train(s: Session, stop: StopGuard) -> str:
                 z = z.unflatten(0, (-1, 2))
                 loss = criterion(z[:, 0], z[:, 1])
                 s.scaler.scale(loss).backward()
-            # the one host sync per step: the loss is logged every step and checked for NaN
-            value = loss.item()
+            # the one host sync per step: the loss (logged every step, checked for NaN) and,
+            # under torchrun, whether any rank was asked to stop, in the same all-reduce
+            value, asked = dist.loss_and_stop(loss, stop.requested)
             if math.isfinite(value):
                 s.scaler.step(optimizer)
                 s.scaler.update()
@@ -112,7 +113,7 @@ def train(s: Session, stop: StopGuard) -> str:
                 throughput(20)
             if cfg.time_budget:
                 fit_to_budget(cfg, prog, clock, spe)
-            if stop_agreed(stop) or prog.step >= prog.total_steps:
+            if stop_agreed(stop, asked) or prog.step >= prog.total_steps:
                 break
         if prog.step == (prog.epoch + 1) * spe:  # a whole epoch is done
             prog.epoch += 1
@@ -175,11 +176,12 @@ def diverged(value: float, step: int, saved: Saved | None) -> str:
     return f"loss became {value} at step {step}; {good}: lower --lr or raise --temperature and start again"
 
 
-def stop_agreed(stop: StopGuard) -> bool:
-    """A stop asked of any rank stops every rank at the same step (``stop.agreed``).
+def stop_agreed(stop: StopGuard, asked: bool) -> bool:
+    """A stop asked of any rank stops every rank at the same step (``stop.agreed``): ``asked``
+    is what the step's all-reduce (``dist.loss_and_stop``) found on any rank.
 
-    A request that arrives during the all-reduce is kept for the next step's.
+    A request that arrives after the all-reduce is kept for the next step's.
     """
-    stop.agreed = dist.any_rank(stop.requested)
+    stop.agreed = asked
     return stop.agreed
 

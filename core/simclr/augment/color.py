@@ -109,7 +109,7 @@ def adjust_hue(x: Tensor, shift: float | Tensor) -> Tensor:
     hue.div_(delta.clamp(min=1e-12))  # in [-1, 5)
     shift = torch.as_tensor(shift, dtype=x.dtype, device=x.device)
     hue.add_(6.0 * (shift.view(-1, 1, 1) if shift.ndim == 1 else shift))  # in [-4, 8)
-    centres = torch.tensor((0.0, 2.0, 4.0), dtype=x.dtype, device=x.device).view(3, 1, 1)
+    centres = torch.arange(0.0, 6.0, 2.0, dtype=x.dtype, device=x.device).view(3, 1, 1)  # made on the device
     dist = (hue.unsqueeze(-3) - centres).abs_()  # in [0, 8]; the distance to the nearest
     torch.minimum(dist, (dist - 6.0).abs_(), out=dist).clamp_(1.0, 2.0)  # multiple of 6
     return dist.mul_(delta.neg().unsqueeze(-3)).add_(maxc.add_(delta).unsqueeze(-3))

@@ -110,6 +110,19 @@ class BatchedViews:
             raise ValueError(f"chunk_size must be a positive number of views or None, got {chunk_size}")
         self.cfg = cfg
         self.chunk_size = chunk_size
+        self._constants: dict[torch.device, tuple] = {}
+
+    def constants(self, device: torch.device) -> tuple:
+        """The jitter ranges ``(lo, hi)`` and the normalisation's ``(scale, shift)`` (or None)
+        on ``device``, made once per device: a tensor built from host numbers costs a blocking
+        host-to-device copy on CUDA, which every step would otherwise pay."""
+        device = torch.device(device)
+        if device not in self._constants:
+            b, c, s, hue = self.cfg.jitter_ranges
+            lo = torch.tensor([max(0.0, 1.0 - b), max(0.0, 1.0 - c), max(0.0, 1.0 - s), -hue], device=device)
+            hi = torch.tensor([1.0 + b, 1.0 + c, 1.0 + s, hue], device=device)
+            self._constants[device] = (lo, hi, normalization(self.cfg, device))
+        return self._constants[device]
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Two independent views of every image.
@@ -166,9 +179,7 @@ class BatchedViews:
         device = torch.device(device)
         u = uniform((n, _U_COLUMNS), device, generator)
         top, left, h, w, flip = sample_crop_flip(u[:, _U_CROP_FLIP], height, width, cfg.crop_scale)
-        b, c, s, hue = cfg.jitter_ranges
-        lo = torch.tensor([max(0.0, 1.0 - b), max(0.0, 1.0 - c), max(0.0, 1.0 - s), -hue], device=device)
-        hi = torch.tensor([1.0 + b, 1.0 + c, 1.0 + s, hue], device=device)
+        lo, hi, _ = self.constants(device)
         jitter = u[:, _U_JITTER] < JITTER_P
         if cfg.jitter_strength == 0:
             jitter = torch.zeros_like(jitter)  # ColorJitter(0, 0, 0, 0) is the identity
@@ -214,7 +225,7 @@ class BatchedViews:
         jitter = jitter_coefficients(p.factors, p.order, p.jitter) if cfg.jitter_strength > 0 else None
         gray = p.gray.to(torch.float32).view(-1, 1, 1, 1)
         kernels = _blur_kernels(p, cfg.blur_kernel_size) if cfg.use_blur else None
-        scale_shift = normalization(cfg, x.device)
+        scale_shift = self.constants(x.device)[2]
 
         # Rows are picked straight from the uint8 batch: converting it all to float
         # first cost more than the rest of the crop (a 4x larger tensor, out of cache).
