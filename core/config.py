@@ -63,6 +63,7 @@ class PretrainConfig:
     seed: int = field(default=0, metadata={"help": "random seed"})
     nan_policy: Literal["stop", "skip"] = field(default="stop", metadata={"help": "on a non-finite loss: stop (fail, keep the last good checkpoint) or skip the step"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    deterministic: bool = field(default=False, metadata={"help": "deterministic CUDA kernels (no cuDNN autotuning, deterministic cuBLAS and algorithms): a stopped and resumed GPU run then equals an uninterrupted one bit for bit, some steps slower; CPU runs are deterministic without it"})
     micro_batch: int | None = field(default=None, metadata={"help": "gradient caching: run the model on chunks of M pairs (2M views) at a time and get the exact gradient of the whole batch in the memory of a chunk; BatchNorm statistics are per chunk (as M images per device); must divide each process's batch"})
     on_unhealthy: Literal["warn", "stop"] = field(default="warn", metadata={"help": "when the run's health verdict turns collapsed or not learning (docs/RUN_DIRECTORY.md, Health): warn (say it once, go on) or stop (checkpoint and stop; --resume continues)"})
 

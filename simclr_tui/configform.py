@@ -41,7 +41,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "Schedule": ("batch_size", "micro_batch", "epochs", "max_steps", "time_budget", "warmup_epochs"),
     "Optimiser": ("optimizer", "lr", "lr_scaling", "weight_decay", "temperature"),
     "Augmentation": ("jitter_strength", "blur"),
-    "Runtime": ("device", "precision", "data_parallel", "compile", "seed", "nan_policy"),
+    "Runtime": ("device", "precision", "data_parallel", "compile", "deterministic", "seed", "nan_policy"),
     "Evaluation & checkpoints": ("ema", "knn_every", "knn_k", "checkpoint_every"),
 }
 

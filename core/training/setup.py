@@ -13,7 +13,7 @@ from core.jobs.prune import Pruner, release
 from core.runs import read_status
 from core.simclr import dist
 from core.training.budget import plan_steps
-from core.training.device import keep_freed_memory, pick_device
+from core.training.device import choose_kernels, keep_freed_memory, pick_device
 from core.training.model import EMA, build_training_model, make_optimizer, wrap_model
 from core.training.monitor import KnnMonitor, can_monitor
 from core.training.pipeline import TensorPipeline, augment_config, train_pipeline
@@ -35,6 +35,7 @@ def open_session(cfg: PretrainConfig, run_dir: Path, stop: StopGuard, resume: bo
     device = pick_device(cfg)
     if device.type == "cpu":
         keep_freed_memory()
+    kernels = choose_kernels(cfg, device)
     rank, world = dist.get_rank(), dist.get_world_size()
     if cfg.batch_size % world:
         raise DataError(f"--batch-size {cfg.batch_size} must be divisible by the {world} processes")
@@ -66,6 +67,8 @@ def open_session(cfg: PretrainConfig, run_dir: Path, stop: StopGuard, resume: bo
 
     ckpt = read_last(run_dir) if resume else None
     log = RunLog(run_dir, cfg, enabled=dist.is_main(), argv=argv)
+    if device.type == "cuda":
+        log.say(kernels)
     if not resume:  # what the augmentation does, once, in TensorBoard (rank 0; never fails the run)
         log_views(log, pipe, cfg.seed)
     s = Session(cfg, device, pipe, model, optimizer, scaler, ema, Progress(total_steps=plan_steps(cfg, len(pipe))),
