@@ -23,6 +23,28 @@ def pick_device(cfg: PretrainConfig) -> torch.device:
     return torch.device(cfg.device)
 
 
+def choose_kernels(cfg: PretrainConfig, device: torch.device) -> str:
+    """How CUDA picks its kernels for this run, and that in one line (nothing to do on a CPU).
+
+    By default cuDNN autotunes each convolution once for the run's fixed shapes
+    (``cudnn.benchmark``): faster steps, but the kernel it picks, and a few reductions with
+    atomics, may differ from one process to the next, so a resumed run matches an
+    uninterrupted one to float tolerance, not bit for bit. ``--deterministic`` asks for
+    deterministic algorithms everywhere (``torch.use_deterministic_algorithms``, warning
+    where an op has none), cuDNN's deterministic kernels and cuBLAS's fixed workspace
+    (``CUBLAS_WORKSPACE_CONFIG``, set here before the run's first matmul), so the resume is
+    exact as on a CPU, whose kernels are deterministic for a fixed thread count."""
+    if device.type != "cuda":
+        return "cpu kernels (deterministic for a fixed thread count)"
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        return "deterministic CUDA kernels (--deterministic): a resume is bit-identical"
+    torch.backends.cudnn.benchmark = True
+    return "cuDNN autotuning for the run's fixed shapes (a resume equals the run to float tolerance; --deterministic for bit-identical)"
+
+
 def amp_dtype(cfg: PretrainConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype (None: fp32) of ``--precision`` on ``device``: explicit fp32/bf16 as
     asked, fp16 on CUDA only; auto is bf16 on CUDA and, on a CPU, bf16 only where this
@@ -32,8 +54,9 @@ def amp_dtype(cfg: PretrainConfig, device: torch.device) -> torch.dtype | None:
 
 def precision_choice(cfg: PretrainConfig, device: torch.device):
     """What ``amp_dtype`` decided and why (meta.json's ``precision``): a ``precision.Choice``."""
-    from core.training.precision import choose
-    return choose(cfg.precision, device, (cfg.backbone, cfg.width, cfg.image_size, cfg.projection_dim))
+    from core.training.precision import choose, probe_views
+    views = probe_views(cfg.batch_size, cfg.micro_batch, cfg.image_size)
+    return choose(cfg.precision, device, (cfg.backbone, cfg.width, cfg.image_size, cfg.projection_dim, views))
 
 
 def keep_freed_memory() -> bool:

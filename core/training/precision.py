@@ -4,7 +4,8 @@
 constant: a CPU without bf16 instructions (``amx_bf16`` / ``avx512_bf16`` in /proc/cpuinfo)
 runs fp32 without probing (bf16 there is emulated: ~400x slower on one AMD machine); one
 with them is probed once per process and model shape (the run's model's forward and
-backward on a small batch, fp32 against bf16 autocast, about a second), and bf16 is chosen only when it is at least
+backward on the views of one of its steps, fp32 against bf16 autocast, a second or a few),
+and bf16 is chosen only when it is at least
 ``MIN_SPEEDUP`` times faster. The probe's answer is kept in memory and in the user cache
 (``$SIMCLR_CACHE/precision-probe.json``, keyed by CPU model, flags, threads and torch
 version), so later runs on the machine do not probe again.
@@ -72,21 +73,35 @@ def cpu_model() -> str:
 
 
 # ---------------------------------------------------------------------- the probe
+PROBE_PIXELS = 256 * 32 * 32  # the most a probe's batch holds: 256 views at 32 px, 16 at 128 px
+
+
+def probe_views(batch_size: int, micro_batch: int | None, image_size: int) -> int:
+    """How many views the probe times: those of the run's own step (2 per pair, or a
+    micro-batch's chunk), up to ``PROBE_PIXELS``. bf16's gain grows with the batch: on an AMD
+    EPYC with avx512_bf16 (ResNet-18 width 16, 24 px) it was 1.11x at 8 views, 1.35x at 64 and
+    1.72x at 256, and the run's batch of 256 views gained 1.34x end to end (data included),
+    so a small probe batch kept fp32 where bf16 was a third faster."""
+    return max(2, min(2 * (micro_batch or batch_size), PROBE_PIXELS // (image_size * image_size)))
+
+
 def probe_speedup(shape: tuple = ("resnet18", 16, 24, 128), budget_s: float = 0.5) -> float:
     """fp32 time / bf16-autocast time of the run's model (``shape``: backbone, width, image
-    size, projection dim) forward and backward on a small batch, in the layout the run uses,
-    on this process's CPU threads. > 1: bf16 is faster. Interleaved repetitions, the fastest
-    of each kept (robust to other load), until ``budget_s`` is spent (at least 2 each).
+    size, projection dim and optionally the views of a step, ``probe_views``; 8 without)
+    forward and backward on one batch, in the layout the run uses, on this process's CPU
+    threads. > 1: bf16 is faster. Interleaved repetitions, the fastest of each kept (robust
+    to other load), until ``budget_s`` is spent (at least 2 each).
 
     The whole model, not a bare matmul: on one AMD EPYC with avx512_bf16, bf16 against fp32
     went from 0.7x to 3.3x across matmul and conv shapes, so only the run's own layers tell."""
     from core.simclr import layout
     from core.simclr.models import build_model
-    backbone, width, size, proj = shape
+    backbone, width, size, proj = shape[:4]
+    views = shape[4] if len(shape) > 4 else (8 if size <= 64 else 2)
     torch.manual_seed(0)
     model = layout.to_layout(build_model(backbone, width, size, proj), torch.device("cpu"))
     fmt = layout.memory_format(model, "cpu")
-    x = torch.randn(8 if size <= 64 else 2, 3, size, size).contiguous(memory_format=fmt)
+    x = torch.randn(views, 3, size, size).contiguous(memory_format=fmt)
 
     def work(dtype: torch.dtype | None) -> float:
         t0 = time.perf_counter()
@@ -170,7 +185,8 @@ def _decide_cpu(shape: tuple) -> Choice:
 
 def choose(precision: str, device: torch.device, shape: tuple = ("resnet18", 16, 24, 128)) -> Choice:
     """The autocast a run with ``--precision precision`` uses on ``device``, and why; ``shape``
-    (backbone, width, image size, projection dim) is the model an auto CPU probe times."""
+    (backbone, width, image size, projection dim[, views]) is the model and batch an auto CPU
+    probe times."""
     if precision == "fp32":
         return Choice("fp32", "--precision fp32")
     if device.type == "cuda":
