@@ -153,7 +153,7 @@ def finetune(job: EvalJob, source: FeatureSource, s: FinetuneSettings) -> dict[s
                 yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
     def test_logits() -> tuple[Tensor, Tensor]:
-        return encode(model, test_data, views, device, workers=workers)   # eval mode, no augmentation
+        return encode(model, test_data, views, device, workers=workers, amp=amp)   # eval mode, no augmentation; as it trained
 
     step, t0 = 0, time.perf_counter()
     for epoch in range(1, s.epochs + 1):

@@ -38,7 +38,8 @@ from torch import Tensor
 
 from core.errors import CheckpointError, DataError, UsageError
 from core.evaluation.features import Features, FeatureSource
-from core.training.data import TensorData, _resize_square, has_test_split
+from core.training.data import TensorData, has_test_split
+from core.training.decode import resize_square
 from core.training.pipeline import augment_config, encode, labelled_split
 
 #: the grid's geometry in pixels: each image a TILE square in a BORDER frame, CAPTION below, GAP around
@@ -226,12 +227,12 @@ def folder_queries(source: FeatureSource, root: Path, count: int, seed: int, cla
         raise DataError(f"none of the {len(paths)} images under {root} could be read")
     views, size, y = augment_config(source.cfg), source.cfg.image_size, torch.tensor(ys, dtype=torch.long)
     if source.cfg.small_images:  # decoded as the bank's images are (core.training.data), then normalised
-        arr = np.stack([np.asarray(_resize_square(img, size)) for img in images])
+        arr = np.stack([np.asarray(resize_square(img, size)) for img in images])
         data = TensorData(torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous(), y, classes)
     else:
         transform = eval_transform(views)
         data = [(transform(img), int(label)) for img, label in zip(images, ys)]
-    x, _ = encode(source.encoder(), data, views, source.device)
+    x, _ = encode(source.encoder(), data, views, source.device, amp=source.amp())  # as the bank was encoded
     return x, y, images, names
 
 

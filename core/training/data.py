@@ -28,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from core.errors import DataError  # defined torch-free, for the command line
+from core.training.decode import decode_all
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 SPLIT_NAMES = {"train": ("train",), "test": ("test", "val")}
@@ -167,38 +168,6 @@ class ImageSource:
         return state
 
 
-def _resize_square(img: Image.Image, size: int) -> Image.Image:
-    """Resize the shorter side to ``size`` and center-crop to a square."""
-    if img.size == (size, size):
-        return img
-    w, h = img.size
-    scale = size / min(w, h)
-    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
-    w, h = img.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return img.crop((left, top, left + size, top + size))
-
-
-def _decode_all(source: ImageSource, size: int) -> TensorData:
-    n = len(source)
-    images = np.empty((n, size, size, 3), dtype=np.uint8)
-    keep = np.ones(n, dtype=bool)
-    bad: list[str] = []
-    for i in range(n):
-        try:
-            images[i] = np.asarray(_resize_square(source.open(i), size))
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-            keep[i] = False
-            bad.append(source.items[i][0])
-    if not keep.any():  # the error alone: one line, as every exit-2 error
-        raise DataError(f"none of the {n} images under {source.root} could be decoded")
-    if bad:
-        print(f"warning: skipped {len(bad)} unreadable image(s), first: {bad[0]}", file=sys.stderr)
-    labels = np.array([lab for _, lab in source.items], dtype=np.int64)[keep]
-    tensor = torch.from_numpy(images[keep]).permute(0, 3, 1, 2).contiguous()
-    return TensorData(tensor, torch.from_numpy(labels), source.classes)
-
-
 # ---------------------------------------------------------------------- cache
 def cache_dir() -> Path:
     return Path(os.environ.get("SIMCLR_CACHE", Path.home() / ".cache" / "simclr-tui"))
@@ -334,7 +303,7 @@ def load_tensor_split(dataset: str, data_dir: str | Path, split: str, image_size
         src_split = "train" if split == "labelled-train" else split
         source = ImageSource(root, src_split)
         anchor = source.zip_path or root
-        return _cached(_source_key(anchor, src_split, image_size) + f"|{len(source)}", lambda: _decode_all(source, image_size))
+        return _cached(_source_key(anchor, src_split, image_size) + f"|{len(source)}", lambda: TensorData(*decode_all(source, image_size), source.classes))
     if dataset in ("cifar10", "cifar100", "stl10"):
         data = _tv_tensor(_torchvision(dataset, root, split), dataset)
         if data.images.shape[-1] != image_size:

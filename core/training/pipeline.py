@@ -61,8 +61,11 @@ class TensorPipeline:
         mine = torch.arange(self.rank * b, (self.rank + 1) * b, device=self.device)
         mine = torch.cat([mine, mine + B])  # rows of view 1 and view 2 in the 2B draws
         _, _, h, w = self.images.shape
-        for idx in batches(len(self.images), B, self.seed, epoch, start, self.rank, self.world):
-            x = self.images[idx.to(self.device)]
+        index = batches(len(self.images), B, self.seed, epoch, start, self.rank, self.world)
+        # the epoch's indices reach the device in one copy, not one blocking copy per step
+        index = torch.cat(list(index)).to(self.device) if len(index) else None
+        for s in range(0 if index is None else len(index) // b):
+            x = self.images[index[s * b:(s + 1) * b]]
             params = self.augment.sample_params(2 * B, h, w, self.device, self.generator)
             if self.world > 1:
                 params = ViewParams(**{f.name: getattr(params, f.name)[mine] for f in fields(params)})
@@ -82,36 +85,74 @@ class TensorPipeline:
 
 
 class _IndexBatches(torch.utils.data.Sampler):
-    def __init__(self, index_batches: list[Tensor]) -> None:
-        self.index_batches = index_batches
+    """The batches of (image index, view seed) of the epoch being iterated; set per epoch, so
+    one DataLoader (and its persistent workers) serves every epoch."""
+
+    def __init__(self) -> None:
+        self.index_batches: list[list[tuple[int, int]]] = []
 
     def __iter__(self):
-        return (b.tolist() for b in self.index_batches)
+        return iter(self.index_batches)
 
     def __len__(self) -> int:
         return len(self.index_batches)
 
 
+class _SeededViews(torch.utils.data.Dataset):
+    """Item ``(i, seed)``: image i's two views, drawn with torch's RNG seeded by ``seed``
+    (forked, so the caller's stream is untouched). The views then depend on the run's seed,
+    the epoch and the image, never on which worker made them, how many there are, or where
+    a resume started."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        i, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[i]
+
+
+def view_seeds(n: int, seed: int, epoch: int) -> list[int]:
+    """One seed per image for an epoch's views (the per-image path's randomness)."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch + 1_000_000_007)
+    return torch.randint(0, 2**62, (n,), generator=g).tolist()
+
+
 class LoaderPipeline:
-    """Large images: DataLoader workers decode and augment per image."""
+    """Large images: DataLoader workers decode and augment per image.
+
+    One DataLoader for the run, its workers persistent across epochs (started once, not
+    once an epoch); each epoch hands it that epoch's index batches."""
 
     def __init__(self, dataset: ImageListDataset, batch_size: int, seed: int, workers: int,
                  device: torch.device, rank: int = 0, world: int = 1) -> None:
         self.dataset, self.batch_size, self.seed, self.workers = dataset, batch_size, seed, workers
         self.device, self.rank, self.world = device, rank, world
+        self._batches = _IndexBatches()
+        self._loader: torch.utils.data.DataLoader | None = None
 
     def __len__(self) -> int:
         return len(self.dataset) // self.batch_size
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        # workers are seeded from torch's global RNG, which resume restores
         index_batches = batches(len(self.dataset), self.batch_size, self.seed, epoch, start, self.rank, self.world)
-        loader = torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=_IndexBatches(index_batches), num_workers=self.workers,
-            pin_memory=self.device.type == "cuda", persistent_workers=False)
-        for (v1, v2), _ in loader:
+        seeds = view_seeds(len(self.dataset), self.seed, epoch)
+        self._batches.index_batches = [[(i, seeds[i]) for i in b.tolist()] for b in index_batches]
+        if self._loader is None:
+            self._loader = torch.utils.data.DataLoader(
+                _SeededViews(self.dataset), batch_sampler=self._batches, num_workers=self.workers,
+                pin_memory=self.device.type == "cuda", persistent_workers=self.workers > 0,
+                generator=torch.Generator().manual_seed(self.seed))  # its worker seeds: not from torch's stream
+        for (v1, v2), _ in self._loader:
             yield v1.to(self.device, non_blocking=True), v2.to(self.device, non_blocking=True)
 
+    # the views come from (seed, epoch, image) alone (``view_seeds``): torch's stream is kept
+    # in the checkpoint as before, but nothing here draws from it
     def rng_state(self) -> Tensor:
         return torch.get_rng_state()
 
