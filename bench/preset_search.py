@@ -21,9 +21,11 @@ import time
 from pathlib import Path
 
 BASE = ["--dataset", "folder", "--image-size", "32", "--epochs", "1000", "--knn-every", "1000",
-        "--checkpoint-every", "0", "--warmup-epochs", "0.25", "--jitter-strength", "0.5"]
+        "--checkpoint-every", "0", "--warmup-epochs", "0.25", "--jitter-strength", "0.5",
+        "--precision", "fp32"]  # as the first searches ran; a candidate's own --precision comes later and wins
 
 ADAM = ["--optimizer", "adam", "--lr", "2e-3", "--lr-scaling", "none", "--weight-decay", "1e-6"]
+PX24, FP32, BF16 = ["--image-size", "24"], ["--precision", "fp32"], ["--precision", "bf16"]
 CANDIDATES = {
     # the preset before this search: the paper's CIFAR recipe at width 16
     "w16-b256-lars-t0.5": ["--width", "16", "--batch-size", "256", "--optimizer", "lars", "--lr", "1.0", "--temperature", "0.5"],
@@ -37,6 +39,20 @@ CANDIDATES = {
     # resolution: fewer pixels buy more steps (features are then extracted at that size too)
     "w16-b128-adam-t0.2-24px": ["--width", "16", "--batch-size", "128", *ADAM, "--temperature", "0.2", "--image-size", "24"],
     "w16-b128-adam-t0.2-16px": ["--width", "16", "--batch-size", "128", *ADAM, "--temperature", "0.2", "--image-size", "16"],
+    # bf16 where the CPU has it (issue 24): the same recipe's steps are cheaper, so does the
+    # knee in width, batch, temperature or lr move? (all 24 px; fp32 is the control)
+    "w16-b128-t0.2-24px-fp32": ["--width", "16", "--batch-size", "128", *ADAM, "--temperature", "0.2", *PX24, *FP32],
+    "w16-b128-t0.2-24px-bf16": ["--width", "16", "--batch-size", "128", *ADAM, "--temperature", "0.2", *PX24, *BF16],
+    "w24-b128-t0.2-24px-bf16": ["--width", "24", "--batch-size", "128", *ADAM, "--temperature", "0.2", *PX24, *BF16],
+    "w32-b128-t0.2-24px-bf16": ["--width", "32", "--batch-size", "128", *ADAM, "--temperature", "0.2", *PX24, *BF16],
+    "w16-b256-t0.2-24px-bf16": ["--width", "16", "--batch-size", "256", *ADAM, "--temperature", "0.2", *PX24, *BF16],
+    "w16-b128-t0.15-24px-bf16": ["--width", "16", "--batch-size", "128", *ADAM, "--temperature", "0.15", *PX24, *BF16],
+    "w16-b128-t0.1-24px-bf16": ["--width", "16", "--batch-size", "128", *ADAM, "--temperature", "0.1", *PX24, *BF16],
+    "w24-b128-t0.15-24px-bf16": ["--width", "24", "--batch-size", "128", *ADAM, "--temperature", "0.15", *PX24, *BF16],
+    "w16-b128-t0.15-lr4e-3-24px-bf16": ["--width", "16", "--batch-size", "128", *ADAM, "--lr", "4e-3",
+                                         "--temperature", "0.15", *PX24, *BF16],
+    "w16-b128-t0.2-lr4e-3-24px-bf16": ["--width", "16", "--batch-size", "128", *ADAM, "--lr", "4e-3", "--temperature", "0.2",
+                                        *PX24, *BF16],
 }
 
 
@@ -47,6 +63,9 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", help="candidate names to run (default: all)")
     args = ap.parse_args()
     out = Path(tempfile.mkdtemp(prefix="preset-search-"))
+    from core.training.precision import cpu_flags, cpu_model
+    print(f"{cpu_model()} ({', '.join(sorted(cpu_flags())) or 'no bf16 instructions'}), "
+          f"{os.cpu_count()} cores, {args.minutes} min per candidate", flush=True)
     rows = []
     for name, flags in CANDIDATES.items():
         if args.only and name not in args.only:
