@@ -17,7 +17,7 @@ before the next starts. Checks (``--list`` prints them, with what each covers):
   syncs per step it warned about, and where from.
 * ``fp16 + GradScaler``, ``recipe epoch`` (one 50,000-image epoch), ``DataParallel``, ``DDP
   (torchrun)``, ``pretrain + kNN monitor``, ``stop + resume``, ``linear-eval``, ``knn``,
-  ``finetune``, ``large images`` (image size 96: the per-image DataLoader path),
+  ``finetune``, ``stop + resume --deterministic`` (bit-identical to an uninterrupted run), ``large images`` (image size 96: the per-image DataLoader path),
   ``compile`` (``--compile``, CUDA only), ``micro-batch memory`` (peak memory at batch B and
   ``--micro-batch`` B/4, where core.config has it) and ``real data`` (``--data-dir``).
 
@@ -252,15 +252,23 @@ def check_micro_batch(sizes: Sizes, device, root: Path) -> dict[str, Any]:
     import torch
     micro = max(2, sizes.batch // 4)
     peaks, losses = {}, {}
+    estimates = {}
     for label, changes in (("batch", {}), ("micro_batch", {"micro_batch": micro})):
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        out = train_steps(recipe_config(sizes, "auto", device.type, **changes), device, 2, root)
+        cfg = recipe_config(sizes, "auto", device.type, **changes)
+        out = train_steps(cfg, device, 2, root)
         peaks[label] = round(torch.cuda.max_memory_allocated() / 2**30, 3) if device.type == "cuda" else None
         losses[label] = round(out["losses"][0], 5)
+        with contextlib.suppress(ImportError):  # the TUI's estimate (core.training.memory), against the peak
+            from core.training.memory import step_memory
+            estimates[label] = round(step_memory(cfg).total / 2**30, 3)
+    ratio = {k: round(peaks[k] / estimates[k], 2) for k in estimates if peaks[k] and estimates[k]}
     return {"batch": sizes.batch, "micro_batch": micro, "peak_gib_batch": peaks["batch"],
-            "peak_gib_micro_batch": peaks["micro_batch"], "first_loss": losses}
+            "peak_gib_micro_batch": peaks["micro_batch"],
+            "estimate_gib": estimates or None, "peak_over_estimate": ratio or None,
+            "first_loss": losses}
 
 
 def check_recipe_epoch(sizes: Sizes, device, root: Path) -> dict[str, Any]:
@@ -391,14 +399,19 @@ def check_pretrain_monitor(sizes: Sizes, device, root: Path) -> dict[str, Any]:
             "images_per_s": status.get("images_per_sec")}
 
 
-def check_stop_resume(sizes: Sizes, device, root: Path) -> dict[str, Any]:
-    run = root / "stop"
+def check_stop_resume(sizes: Sizes, device, root: Path, deterministic: bool = False) -> dict[str, Any]:
+    """SIGTERM mid-run, --resume, and the end compared with an uninterrupted twin's weights:
+    bit for bit with --deterministic (asserted), to float tolerance without (reported)."""
+    name = "stop-det" if deterministic else "stop"
+    run = root / name
     env = runner_env()
     # width 16 and no epoch checkpoints: last.pt is rewritten every epoch, small (this checks
     # stopping and resuming on the device, not the recipe)
-    cmd = [sys.executable, "-m", "core", "pretrain", *cli_flags(sizes, device), "--width", "16", "--epochs",
-           str(sizes.cli_epochs), "--checkpoint-every", "0", "--knn-every", "0", "--run-dir", str(run)]
-    err = root / "stop.stderr"
+    flags = [*cli_flags(sizes, device), "--width", "16", "--epochs", str(sizes.cli_epochs), "--checkpoint-every", "0",
+             "--knn-every", "0", *(["--deterministic"] if deterministic else [])]
+    cli(["pretrain", *flags, "--run-dir", str(root / f"{name}-twin")], timeout=300, root=root)
+    cmd = [sys.executable, "-m", "core", "pretrain", *flags, "--run-dir", str(run)]
+    err = root / f"{name}.stderr"
     with open(err, "wb") as f:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=f, start_new_session=True)
     try:
@@ -425,7 +438,15 @@ def check_stop_resume(sizes: Sizes, device, root: Path) -> dict[str, Any]:
     status = read_status(run)  # finished: the steps after the stop, then nothing repeated
     steps = [r["step"] for r in metrics(run, "train/loss")]
     assert status["state"] == "finished" and steps == list(range(1, status["total_steps"] + 1)), (status, steps[-5:])
-    return {"stopped_at_step": stopped_at, "resumed_to": status["step"], "checkpoint_device": device.type}
+    mine = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)["model"]
+    twin = torch.load(root / f"{name}-twin" / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)["model"]
+    diff = max(((mine[k].double() - twin[k].double()).abs().max().item() for k in mine if mine[k].is_floating_point()),
+               default=0.0)
+    identical = all(torch.equal(mine[k], twin[k]) for k in mine)
+    if deterministic:
+        assert identical, f"--deterministic: the resumed run's weights differ from the uninterrupted run's by up to {diff:.3g}"
+    return {"stopped_at_step": stopped_at, "resumed_to": status["step"], "checkpoint_device": device.type,
+            "bit_identical_to_uninterrupted": identical, "max_abs_weight_diff": diff}
 
 
 def check_eval(kind: str, sizes: Sizes, device, root: Path) -> dict[str, Any]:
@@ -523,7 +544,10 @@ def checks_for(args, sizes: Sizes, device, root: Path, gpus: int) -> list[tuple[
                else "torchrun, a world of several processes"), lambda e: check_ddp(sizes, device, root)),
         (Check("pretrain + kNN monitor", 300, "simclr pretrain, the kNN monitor every epoch"),
          lambda e: check_pretrain_monitor(sizes, device, root)),
-        (Check("stop + resume", 360, "SIGTERM mid-run, then --resume"), lambda e: check_stop_resume(sizes, device, root)),
+        (Check("stop + resume", 360, "SIGTERM mid-run, then --resume; the weights against an uninterrupted run's "
+               "(cuDNN autotuning: equal to float tolerance, reported)"), lambda e: check_stop_resume(sizes, device, root)),
+        (Check("stop + resume --deterministic", 360, "as stop + resume with --deterministic: bit-identical asserted"),
+         lambda e: check_stop_resume(sizes, device, root, deterministic=True)),
         (Check("linear-eval", 200, "on the pretrain + kNN monitor run"),
          lambda e: check_eval("linear-eval", sizes, device, root)),
         (Check("knn", 200, "on the pretrain + kNN monitor run"), lambda e: check_eval("knn", sizes, device, root)),
