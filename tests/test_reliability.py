@@ -246,7 +246,9 @@ def test_ddp_a_hung_rank_fails_the_others_after_the_timeout(tmp_path):
     finally:
         _kill_session(proc)  # torchrun would wait 30 s more before SIGKILLing the frozen rank
     _, hung_at = fault_time("".join(out))
-    assert "Timed out" in status["error"], status["error"]
+    # gloo words it by where rank 0 waits: "Timed out waiting ... for recv" in a collective, or
+    # "Application timeout caused pair closure" (seen under the full suite's load)
+    assert "timed out" in status["error"].lower() or "timeout" in status["error"].lower(), status["error"]
     print(f"\nrank 1 frozen: rank 0 failed {status['heartbeat'] - hung_at:.2f} s later (SIMCLR_DIST_TIMEOUT=5)")
     assert 4 <= status["heartbeat"] - hung_at < 35  # the 5 s timeout, plus scheduling on busy cores
 
