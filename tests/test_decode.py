@@ -1,5 +1,5 @@
-"""A folder of small images is decoded by a pool of threads: the same tensor, labels and
-warnings as one thread, in index order, whatever the threads' timing."""
+"""A folder of small images is decoded by a pool of processes: the same tensor, labels and
+warnings as one process, in index order, whatever the workers' timing."""
 
 from __future__ import annotations
 
@@ -11,21 +11,22 @@ from core.training import decode
 from core.training.data import ImageSource
 
 
-def test_threads_decode_what_one_thread_decodes(tmp_path, monkeypatch, capsys):
+def test_workers_decode_what_one_process_decodes(tmp_path, monkeypatch, capsys):
     rng = np.random.default_rng(0)
     for c in ("a", "b"):
         d = tmp_path / "train" / c
         d.mkdir(parents=True)
-        for i in range(600):  # 1,200 images: three chunks of 512 and more
+        for i in range(600):  # 1,200 images: five chunks of 256
             Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(d / f"{i:04d}.png")
     (tmp_path / "train" / "a" / "0300.png").write_bytes(b"junk")  # one unreadable in the first chunk
-    (tmp_path / "train" / "b" / "0550.png").write_bytes(b"junk")  # ... and one a thread meets
+    (tmp_path / "train" / "b" / "0550.png").write_bytes(b"junk")  # ... and one a worker meets
     source = ImageSource(tmp_path, "train")
 
-    monkeypatch.setattr(decode, "decode_threads", lambda: 1)
+    monkeypatch.setattr(decode, "CHUNK", 256)
+    monkeypatch.setattr(decode, "decode_workers", lambda: 1)
     one = decode.decode_all(source, 8)
     alone = capsys.readouterr().err
-    monkeypatch.setattr(decode, "decode_threads", lambda: 4)
+    monkeypatch.setattr(decode, "decode_workers", lambda: 3)
     four = decode.decode_all(source, 8)
     assert alone == capsys.readouterr().err and "skipped 2 unreadable image(s)" in alone and "0300.png" in alone
     assert one[0].shape == (1198, 3, 8, 8) and torch.equal(one[0], four[0]) and torch.equal(one[1], four[1])
