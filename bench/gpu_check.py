@@ -17,7 +17,8 @@ before the next starts. Checks (``--list`` prints them, with what each covers):
   syncs per step it warned about, and where from.
 * ``fp16 + GradScaler``, ``recipe epoch`` (one 50,000-image epoch), ``DataParallel``, ``DDP
   (torchrun)``, ``pretrain + kNN monitor``, ``stop + resume``, ``linear-eval``, ``knn``,
-  ``finetune``, ``stop + resume --deterministic`` (bit-identical to an uninterrupted run), ``large images`` (image size 96: the per-image DataLoader path),
+  ``finetune``, ``stop + resume --deterministic`` (bit-identical to an uninterrupted run),
+  ``large images`` (image size 96: the per-image DataLoader path),
   ``compile`` (``--compile``, CUDA only), ``micro-batch memory`` (peak memory at batch B and
   ``--micro-batch`` B/4, where core.config has it) and ``real data`` (``--data-dir``).
 

@@ -27,10 +27,10 @@ def test_workers_decode_what_one_process_decodes(tmp_path, monkeypatch, capsys):
     one = decode.decode_all(source, 8)
     alone = capsys.readouterr().err
     monkeypatch.setattr(decode, "decode_workers", lambda: 3)
-    four = decode.decode_all(source, 8)
+    pooled = decode.decode_all(source, 8)
     assert alone == capsys.readouterr().err and "skipped 2 unreadable image(s)" in alone and "0300.png" in alone
-    assert one[0].shape == (1198, 3, 8, 8) and torch.equal(one[0], four[0]) and torch.equal(one[1], four[1])
+    assert one[0].shape == (1198, 3, 8, 8) and torch.equal(one[0], pooled[0]) and torch.equal(one[1], pooled[1])
     assert one[1].tolist() == [0] * 599 + [1] * 599
     # an independent decode of one image: resized and centre-cropped as every other
     expected = np.array(decode.resize_square(source.open(700), 8))
-    assert torch.equal(four[0][699].permute(1, 2, 0), torch.from_numpy(expected))  # 0300 was skipped before it
+    assert torch.equal(pooled[0][699].permute(1, 2, 0), torch.from_numpy(expected))  # 0300 was skipped before it
