@@ -14,9 +14,10 @@ import sys
 import threading
 
 from core.config import PretrainConfig
-from core.jobs.worker import child_env
 from core.process import error_line
 from core.training.memory import Shape, ShapeCost, Verdict, available_memory, memory_verdict
+
+from .child import ChildJob
 
 #: seconds a shape's measurement may take (a few on an idle machine: importing torch)
 TIMEOUT = 300.0
@@ -25,40 +26,26 @@ _costs: dict[Shape, ShapeCost] = {}
 _lock = threading.Lock()
 
 
-class CostJob:
+class CostJob(ChildJob):
     """One measurement in flight; `cancel()` (from any thread) kills it."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._proc: subprocess.Popen[str] | None = None
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        with self._lock:
-            self.cancelled = True
-            proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()
+    def end(self, proc: subprocess.Popen) -> None:
+        proc.kill()  # it only measures: nothing to clean up
 
     def measure(self, shape: Shape) -> ShapeCost:
         """The shape's cost from a child process; raises RuntimeError with its one line."""
         argv = [sys.executable, "-m", "core.training.memory", "--shape", shape.backbone, str(shape.width),
                 str(shape.image_size), str(shape.projection_dim)]
-        with self._lock:
-            if self.cancelled:
-                raise RuntimeError("superseded")
-            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True, env=child_env())
-        try:
-            out, err = self._proc.communicate(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.communicate()
-            raise RuntimeError(f"measuring the model took over {TIMEOUT:.0f} s") from None
+        if not self.spawn(argv):
+            raise RuntimeError("superseded")
+        done = self.wait(TIMEOUT)
+        if done is None:
+            raise RuntimeError(f"measuring the model took over {TIMEOUT:.0f} s")
+        out, err, code = done
         if self.cancelled:
             raise RuntimeError("superseded")
-        if self._proc.returncode != 0:
-            raise RuntimeError(error_line(err, out) or f"exit code {self._proc.returncode}")
+        if code != 0:
+            raise RuntimeError(error_line(err, out) or f"exit code {code}")
         try:
             return ShapeCost.from_json(out.strip().splitlines()[-1])
         except (ValueError, KeyError, TypeError, IndexError):

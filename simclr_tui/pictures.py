@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from core.config import PretrainConfig
-from core.jobs.worker import child_env
 from core.process import error_line
 from core.report.embedding_map import map_file
 from core.report.embedding_map import read_map as core_read_map
 
+from .child import ChildJob
 from .configform import GROUPS, to_text
 
 IMAGES_ENV = "SIMCLR_TUI_IMAGES"
@@ -157,26 +156,8 @@ class Made:
     cached: bool = False
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM (core's picture commands then remove their temporary files), SIGKILL 2 s later."""
-    proc.terminate()
-    threading.Timer(2.0, lambda: proc.poll() is None and proc.kill()).start()
-
-
-class PictureJob:
+class PictureJob(ChildJob):
     """One picture command in flight; `cancel()` (from any thread) ends it early."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._proc: subprocess.Popen[str] | None = None
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        with self._lock:
-            self.cancelled = True
-            proc = self._proc
-        if proc is not None and proc.poll() is None:
-            stop(proc)
 
     def run(self, program: list[str], args: list[str], out: Path, timeout: float = TIMEOUT, *,
             reuse: bool = True, pass_out: bool = True) -> Made:
@@ -192,21 +173,15 @@ class PictureJob:
             except OSError as e:
                 return Made(None, f"cannot create {out.parent}: {e.strerror or e}")
         argv = [*program, *args, "--out", str(tmp)] if pass_out else [*program, *args]
-        with self._lock:
-            if self.cancelled:
-                return Made(None, "superseded")
-            try:
-                self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                              stderr=subprocess.PIPE, text=True, env=child_env())
-            except OSError as e:
-                return Made(None, f"cannot start {program[0]}: {e.strerror or e}")
         try:
-            stdout, stderr = self._proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            stop(self._proc)
-            self._proc.communicate()
+            if not self.spawn(argv):
+                return Made(None, "superseded")
+        except OSError as e:
+            return Made(None, f"cannot start {program[0]}: {e.strerror or e}")
+        done = self.wait(timeout)
+        if done is None:
             return Made(None, f"`simclr {args[0]}` did not finish within {timeout:.0f} s")
-        code = self._proc.returncode
+        stdout, stderr, code = done
         if self.cancelled:
             if pass_out:
                 tmp.unlink(missing_ok=True)
