@@ -81,3 +81,19 @@ def make_eval_job(run: str | Path, job: str, *, result: dict[str, Any] | None = 
     if result is not None:
         atomic_write_json(job_result_path(job_dir), result)
     return job_dir
+
+
+def stop_at_step(monkeypatch, step: int) -> Callable[[], None]:
+    """Make the trainer stop after step ``step``, as a SIGTERM that step's all-reduce saw would
+    (``core.training.trainer.stop_agreed``, mid-epoch if the step is); returns what puts the
+    real one back, for the resume."""
+    from core.training import trainer
+    real = trainer.stop_agreed
+    calls = {"n": 0}
+
+    def stop_after(flag, asked):
+        calls["n"] += 1
+        return real(flag, asked or calls["n"] == step)
+
+    monkeypatch.setattr(trainer, "stop_agreed", stop_after)
+    return lambda: monkeypatch.setattr(trainer, "stop_agreed", real)

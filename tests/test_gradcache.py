@@ -29,10 +29,10 @@ from core.simclr import dist
 from core.simclr.lars import LARS
 from core.simclr.loss import NTXentLoss
 from core.simclr.models import build_model
-from core.training import trainer
 from core.training.checkpoint import load_checkpoint
 from core.training.gradcache import bn_buffers, cached_step
 from core.training.model import EMA
+from tests.helpers import stop_at_step
 
 B = 8  # pairs
 TAU = 0.5
@@ -187,17 +187,10 @@ def test_stop_then_resume_equals_uninterrupted_micro_batched(tmp_path, monkeypat
             "--lr-scaling", "none", "--warmup-epochs", "1", "--micro-batch", "8"]
     assert cli.main([*args, "--run-dir", str(tmp_path / "full")]) == 0
 
-    real = trainer.stop_agreed
-    calls = {"n": 0}
-
-    def stop_after_11(flag, asked):  # a SIGTERM that step 11's all-reduce saw (mid-epoch 2)
-        calls["n"] += 1
-        return real(flag, asked or calls["n"] == 11)
-
-    monkeypatch.setattr(trainer, "stop_agreed", stop_after_11)
+    put_back = stop_at_step(monkeypatch, 11)  # mid-epoch 2
     assert cli.main([*args, "--run-dir", str(tmp_path / "cut")]) == 0
     assert read_json(tmp_path / "cut" / "status.json")["step"] == 11
-    monkeypatch.setattr(trainer, "stop_agreed", real)
+    put_back()
     assert cli.main(["pretrain", "--resume", str(tmp_path / "cut")]) == 0
     assert read_json(tmp_path / "cut" / "status.json")["state"] == "finished"
     assert read_json(tmp_path / "cut" / "config.json")["micro_batch"] == 8

@@ -17,12 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers import wait_for
+from tests.helpers import stop_at_step, wait_for
 
 from core import cli
 from core.cli.flags import resolve_config
 
-from core.training import trainer
 from core.training.checkpoint import load_checkpoint
 from core.runs import effective_state, read_json, read_metrics
 
@@ -155,18 +154,11 @@ def test_stop_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
             "--lr-scaling", "none", "--warmup-epochs", "1"]
     assert cli.main([*args, "--run-dir", str(tmp_path / "full")]) == 0
 
-    real_train_step = trainer.stop_agreed
-    calls = {"n": 0}
-
-    def stop_after_11(flag, asked):  # a SIGTERM that step 11's all-reduce saw (mid-epoch 2)
-        calls["n"] += 1
-        return real_train_step(flag, asked or calls["n"] == 11)
-
-    monkeypatch.setattr(trainer, "stop_agreed", stop_after_11)
+    put_back = stop_at_step(monkeypatch, 11)  # mid-epoch 2
     assert cli.main([*args, "--run-dir", str(tmp_path / "cut")]) == 0
     status = read_json(tmp_path / "cut" / "status.json")
     assert status["state"] == "stopped" and status["step"] == 11
-    monkeypatch.setattr(trainer, "stop_agreed", real_train_step)
+    put_back()
     assert cli.main(["pretrain", "--resume", str(tmp_path / "cut")]) == 0
     assert read_json(tmp_path / "cut" / "status.json")["state"] == "finished"
 
