@@ -87,6 +87,11 @@ def pruned_sweep(runs_dir):
     return runs
 
 
+#: seconds the app's first screen of runs may take: over 15 s was seen twice under the full
+#: suite's load (two tests of this file, on different days; never alone, cause not found)
+FIRST_SCREEN_S = 60
+
+
 def app_for(runs_dir):
     return make_app(runs_dir, runner=FAKE_RUNNER, poll_interval=0.1, start_worker=False)
 
@@ -95,7 +100,7 @@ def app_for(runs_dir):
 async def test_pruned_members_and_the_sweep_row(pruned_sweep):
     app = app_for(pruned_sweep)
     async with app.run_test(size=SIZE) as pilot:
-        text = await wait_text(pilot, "▾ s1", "1/4 done")
+        text = await wait_text(pilot, "▾ s1", "1/4 done", timeout=FIRST_SCREEN_S)
         assert "1 queued 2 pruned" in text  # the group row's state
         assert "1/4 done, 2 pruned, 1 queued, 2 to come" in text  # its summary (6 settings planned, 4 made)
         table = app.screen.query_one("#runs", DataTable)
@@ -117,7 +122,7 @@ async def test_pruned_members_and_the_sweep_row(pruned_sweep):
 async def test_the_sweep_view_shows_the_decision_log(pruned_sweep):
     app = app_for(pruned_sweep)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_text(pilot, "▾ s1")
+        await wait_text(pilot, "▾ s1", timeout=FIRST_SCREEN_S)
         await cursor_to(pilot, "s1-lr=0.001")  # a member's row opens its sweep too
         await pilot.press("v")
         screen = await wait_screen(pilot, SweepScreen, "#sweep-decisions")
@@ -143,7 +148,7 @@ async def test_a_sweep_without_pruning_says_so(runs_dir):
     member(runs_dir, "plain", 0, {"lr": 0.1}, "finished", 0.3)
     app = app_for(runs_dir)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_text(pilot, "▾ plain")
+        await wait_text(pilot, "▾ plain", timeout=FIRST_SCREEN_S)
         await cursor_to(pilot, "sweep:plain")
         await pilot.press("v")
         await wait_screen(pilot, SweepScreen, "#sweep-decisions")
@@ -182,8 +187,7 @@ async def test_health_badge_reason_and_filter(runs_dir):
              state="stopped", pid=0, host=HOST, created=NOW, heartbeat=NOW, epoch=0, total_epochs=2)
     app = app_for(runs_dir)
     async with app.run_test(size=(80, 24)) as pilot:
-        # the first screen of the app (seen taking over 15 s under the full suite's load): 60 s
-        text = await wait_text(pilot, "flat", "well", "young", timeout=60)
+        text = await wait_text(pilot, "flat", "well", "young", timeout=FIRST_SCREEN_S)
         lines = {line.split()[0]: line for line in text.splitlines() if line.split() and
                  line.split()[0] in ("flat", "well", "young")}
         assert lines["flat"].split()[1:3] == ["finished", "✗"] and lines["well"].split()[1:3] == ["finished", "✓"]
@@ -273,7 +277,7 @@ async def test_compare_leaves_pruned_members_out_of_the_mean(runs_dir):
                                                   (2, "pruned", 0.10), (3, "finished", 0.53)])]
     app = app_for(runs_dir)
     async with app.run_test(size=(160, 50)) as pilot:
-        await wait_for(pilot, lambda: all(n in app.runs for n in names), what="the runs")
+        await wait_for(pilot, lambda: all(n in app.runs for n in names), FIRST_SCREEN_S, what="the runs")
         app.push_screen(CompareScreen(names))
         kept = [0.50, 0.56, 0.53]
         mean, std = statistics.fmean(kept), statistics.stdev(kept)
