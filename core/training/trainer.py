@@ -49,6 +49,8 @@ def pretrain(cfg: PretrainConfig, run_dir: Path, resume: bool = False, argv: lis
             s.log.fail(one_line(e))
             print(f"simclr: failed: {one_line(e)}", file=sys.stderr, flush=True)
             return 1
+        finally:
+            s.pipe.close()  # the data workers end with the training, not at the interpreter's exit
         s.log.finish(state, s.progress, s.steps_per_epoch)
         return 0
 
